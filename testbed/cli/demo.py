@@ -1,0 +1,6 @@
+"""CLI commands: demo."""
+from __future__ import annotations
+
+import click  # noqa: F401
+
+COMMANDS: list = []

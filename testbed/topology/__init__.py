@@ -1,0 +1,1 @@
+"""Topology specs: the data model, YAML loading and validation, addressing and routing."""
