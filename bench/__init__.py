@@ -1,0 +1,1 @@
+"""Benchmarks, run on demand (`make bench`); each writes a Markdown table to bench/results/."""
