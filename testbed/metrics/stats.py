@@ -1,0 +1,171 @@
+"""Statistics for repeated trials: summaries, bootstrap confidence intervals, paired comparisons.
+
+Bootstrap: percentile method, ``N_BOOT`` resamples, numpy ``default_rng(seed)``: the same input
+and seed always give the same interval. With one observation no interval exists: the CI bounds
+are NaN and ``ci_note`` says why (no exception). NaN observations are dropped first.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+N_BOOT = 2000
+CONFIDENCE = 0.95
+CI_UNDEFINED = "CI undefined (n<2)"
+NO_DATA = "no data"
+
+
+def _clean(values: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
+    a = np.asarray(values, dtype=float).ravel()
+    return a[~np.isnan(a)]
+
+
+def _stat(name: str) -> Callable[[np.ndarray, int], np.ndarray]:
+    """Row-wise statistic over a (resamples × n) matrix."""
+    return {"mean": lambda m, ax: m.mean(axis=ax), "median": lambda m, ax: np.median(m, axis=ax)}[name]
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, stat: str = "mean", *, confidence: float = CONFIDENCE,
+                 n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of ``stat`` ("mean" or "median").
+    (NaN, NaN) with fewer than two observations."""
+    a = _clean(values)
+    if a.size < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    boots = _stat(stat)(a[rng.integers(0, a.size, (n_boot, a.size))], 1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+@dataclass
+class Summary:
+    """n, mean, median, 95th percentile and the bootstrap CI of the mean of one group."""
+
+    n: int
+    mean: float
+    median: float
+    p95: float
+    ci_low: float
+    ci_high: float
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(values: Sequence[float] | np.ndarray, *, seed: int = 0) -> Summary:
+    """Summary of one group; NaNs dropped. Empty -> all NaN, note "no data"."""
+    a = _clean(values)
+    if not a.size:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan, NO_DATA)
+    lo, hi = bootstrap_ci(a, seed=seed)
+    return Summary(int(a.size), float(a.mean()), float(np.median(a)), float(np.quantile(a, 0.95)), lo, hi,
+                   CI_UNDEFINED if a.size < 2 else "")
+
+
+def summarize_groups(df: pd.DataFrame, by: Sequence[str], value: str, *, seed: int = 0) -> pd.DataFrame:
+    """``summarize`` per group of ``by``: one row per group, columns ``by`` + Summary fields."""
+    rows = []
+    if df.empty or value not in df:
+        return pd.DataFrame(columns=[*by, "n", "mean", "median", "p95", "ci_low", "ci_high", "note"])
+    for key, group in df.groupby(list(by), dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key, strict=True)), **summarize(group[value], seed=seed).as_dict()})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Comparison:
+    """Result of comparing A with B: ``estimate`` (ratio or difference) with its CI and a verdict."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    n: int  # pairs (paired) or min(nA, nB) (unpaired)
+    verdict: str
+    significant: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+BETTER, WORSE, SAME = "better", "worse", "no significant difference"
+
+
+def _verdict(lo: float, hi: float, null: float, higher_is_better: bool) -> tuple[str, bool]:
+    if math.isnan(lo) or math.isnan(hi):
+        return CI_UNDEFINED, False
+    if lo > null:
+        return (BETTER if higher_is_better else WORSE), True
+    if hi < null:
+        return (WORSE if higher_is_better else BETTER), True
+    return SAME, False
+
+
+def _pairs(a: Mapping | pd.Series | Sequence[float], b: Mapping | pd.Series | Sequence[float]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Values of A and B paired by key (rep); arrays are paired by position. Pairs with a NaN drop."""
+    if isinstance(a, (Mapping, pd.Series)) and isinstance(b, (Mapping, pd.Series)):
+        sa, sb = pd.Series(dict(a)), pd.Series(dict(b))
+        keys = sa.index.intersection(sb.index)
+        x, y = sa[keys].to_numpy(float), sb[keys].to_numpy(float)
+    else:
+        x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+        if x.size != y.size:
+            raise ValueError(f"paired samples differ in length: {x.size} vs {y.size}")
+    ok = ~(np.isnan(x) | np.isnan(y))
+    return x[ok], y[ok]
+
+
+def paired_ratio(a: Mapping | pd.Series | Sequence[float], b: Mapping | pd.Series | Sequence[float], *,
+                 higher_is_better: bool = True, seed: int = 0, n_boot: int = N_BOOT,
+                 confidence: float = CONFIDENCE) -> Comparison:
+    """Ratio of means mean(A) / mean(B) over repetitions paired by rep, with a percentile-bootstrap
+    CI that resamples whole pairs (keeping the per-rep seed/loss pattern shared by A and B).
+    Verdict for A against B: "better"/"worse" when the CI excludes 1, else "no significant
+    difference"; with fewer than two pairs, or mean(B) = 0, the CI is undefined."""
+    x, y = _pairs(a, b)
+    n = int(x.size)
+    if n == 0:
+        return Comparison(math.nan, math.nan, math.nan, 0, NO_DATA, False)
+    est = x.mean() / y.mean() if y.mean() != 0 else math.nan
+    if n < 2 or math.isnan(est):
+        return Comparison(float(est), math.nan, math.nan, n, CI_UNDEFINED, False)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, (n_boot, n))
+    den = y[idx].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = x[idx].mean(axis=1) / den
+    ratios = ratios[np.isfinite(ratios)]
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(ratios, [alpha, 1 - alpha]) if ratios.size else (math.nan, math.nan)
+    verdict, sig = _verdict(float(lo), float(hi), 1.0, higher_is_better)
+    return Comparison(float(est), float(lo), float(hi), n, verdict, sig)
+
+
+def difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
+               higher_is_better: bool = True, seed: int = 0, n_boot: int = N_BOOT,
+               confidence: float = CONFIDENCE) -> Comparison:
+    """Difference of means mean(B) − mean(A) of two independent samples (run A vs run B), with a
+    percentile-bootstrap CI resampling each sample separately. "better"/"worse" describes B
+    relative to A when the CI excludes 0; either sample with n < 2 leaves the CI undefined."""
+    x, y = _clean(a), _clean(b)
+    if not x.size or not y.size:
+        return Comparison(math.nan, math.nan, math.nan, 0, NO_DATA, False)
+    est = float(y.mean() - x.mean())
+    n = int(min(x.size, y.size))
+    if n < 2:
+        return Comparison(est, math.nan, math.nan, n, CI_UNDEFINED, False)
+    rng = np.random.default_rng(seed)
+    dx = x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
+    dy = y[rng.integers(0, y.size, (n_boot, y.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(dy - dx, [alpha, 1 - alpha])
+    verdict, sig = _verdict(float(lo), float(hi), 0.0, higher_is_better)
+    return Comparison(est, float(lo), float(hi), n, verdict, sig)

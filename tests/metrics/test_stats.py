@@ -1,0 +1,79 @@
+"""Summaries, bootstrap CIs and comparisons: hand-computed examples and edge cases."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from testbed.metrics import stats
+
+
+def test_bootstrap_two_points_hand_computed():
+    # resampled means of [0, 10] are 0, 5, 10 with p = 1/4, 1/2, 1/4 -> 2.5 % and 97.5 % quantiles 0 and 10
+    assert stats.bootstrap_ci([0, 10]) == (0.0, 10.0)
+
+
+def test_bootstrap_constant_and_single_and_seeded():
+    assert stats.bootstrap_ci([5, 5, 5]) == (5.0, 5.0)
+    lo, hi = stats.bootstrap_ci([5])
+    assert math.isnan(lo) and math.isnan(hi)
+    x = np.random.default_rng(1).normal(10, 2, 30)
+    assert stats.bootstrap_ci(x, seed=3) == stats.bootstrap_ci(x, seed=3)
+    lo, hi = stats.bootstrap_ci(x)
+    assert lo < x.mean() < hi
+    # roughly mean +- 1.96 * sd / sqrt(n)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(x.size)
+    assert hi - lo == pytest.approx(2 * half, rel=0.25)
+
+
+def test_summarize():
+    s = stats.summarize([1, 2, 3, 4, np.nan])
+    assert (s.n, s.mean, s.median) == (4, 2.5, 2.5)
+    assert s.p95 == pytest.approx(3.85)
+    assert s.ci_low <= 2.5 <= s.ci_high and s.note == ""
+    one = stats.summarize([7.0])
+    assert one.n == 1 and one.mean == 7.0 and math.isnan(one.ci_low) and "undefined" in one.note
+    none = stats.summarize([])
+    assert none.n == 0 and math.isnan(none.mean) and none.note == "no data"
+
+
+def test_summarize_groups():
+    df = pd.DataFrame({"protocol": ["a", "a", "b", "b", "b"], "g": [1, 3, 10, 10, np.nan]})
+    out = stats.summarize_groups(df, ["protocol"], "g").set_index("protocol")
+    assert out.loc["a", "mean"] == 2 and out.loc["b", "n"] == 2
+    assert stats.summarize_groups(df.iloc[:0], ["protocol"], "g").empty
+
+
+def test_paired_ratio_verdicts():
+    b = np.array([10.0, 12.0, 9.0, 11.0])
+    r = stats.paired_ratio(2 * b, b)
+    assert (r.estimate, r.ci_low, r.ci_high, r.verdict) == (2.0, 2.0, 2.0, "better")
+    assert stats.paired_ratio(2 * b, b, higher_is_better=False).verdict == "worse"
+    noisy = stats.paired_ratio(b + np.array([0.5, -0.5, 0.4, -0.4]), b)
+    assert noisy.verdict == "no significant difference" and noisy.ci_low < 1 < noisy.ci_high
+
+
+def test_paired_ratio_pairs_by_rep_and_edge_cases():
+    r = stats.paired_ratio({0: 2.0, 1: 4.0, 2: 6.0}, {1: 2.0, 2: 3.0, 3: 100.0})
+    assert r.n == 2 and r.estimate == pytest.approx(2.0)
+    one = stats.paired_ratio([3.0], [1.0])
+    assert one.estimate == 3.0 and math.isnan(one.ci_low) and not one.significant
+    assert stats.paired_ratio([], []).verdict == "no data"
+    zero = stats.paired_ratio([1.0, 2.0], [0.0, 0.0])  # nothing received by B
+    assert math.isnan(zero.estimate) and not zero.significant
+    with pytest.raises(ValueError):
+        stats.paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_difference():
+    a = [10.0, 11.0, 9.0, 10.5]
+    same = stats.difference(a, a)
+    assert same.estimate == 0 and same.verdict == "no significant difference"
+    up = stats.difference(a, [20.0, 21.0, 19.5, 20.5])
+    assert up.estimate == pytest.approx(10.125) and up.significant and up.verdict == "better"
+    assert stats.difference(a, [20.0, 21.0, 19.5, 20.5], higher_is_better=False).verdict == "worse"
+    single = stats.difference([1.0], [2.0, 3.0])
+    assert single.estimate == 1.5 and math.isnan(single.ci_low)
+    assert stats.difference([], [1.0]).verdict == "no data"
