@@ -196,6 +196,8 @@ class NetworkPlan:
     interfaces: dict[str, list[Interface]]  # node -> its interfaces, in link order
     routes: dict[str, list[Route]]  # node -> static routes
     paths: dict[tuple[str, str], list[str]]  # (src, dst) endpoint pair -> node path
+    # Added by the topology layer (additive): notes such as routing-policy fallbacks.
+    warnings: list[str] = field(default_factory=list)
 
     def ip(self, node: str) -> str:
         """The node's primary address (its first addressed interface)."""
