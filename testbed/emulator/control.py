@@ -1,0 +1,272 @@
+"""Client API of the userspace link emulator, used by the network builder.
+
+The builder creates, for each emulated link a<->b, two veth pairs whose root-namespace ends are
+`if_a` and `if_b`, applies `NODE_SIDE_ETHTOOL` to the node-side ends inside the namespaces, and
+then runs `Emulator(links, seed, workdir).start()`. Each emulator process serves a subset of the
+links and exits by itself when the owner process dies.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import TestbedError
+from ..topology.model import DEFAULT_MTU, LinkParams
+from .engine import NODE_SIDE_ETHTOOL, node_side_ethtool_argv, prepare_interfaces
+from .model import validate_params
+
+__all__ = [
+    "MAX_RATE_MBPS",
+    "NODE_SIDE_ETHTOOL",
+    "EmuLink",
+    "Emulator",
+    "direction_seed",
+    "node_side_ethtool_argv",
+    "prepare_interfaces",
+]
+
+# The highest per-link rate the emulator honours: one Python process forwards ~1 Gbit/s of
+# MTU-sized frames (bench/results/emulator.md); the builder refuses or scales rates above it.
+MAX_RATE_MBPS: float = 1000.0
+READY_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 5.0
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class EmuLink:
+    """One emulated link: frames from `if_a` get `ab` and leave on `if_b`, and vice versa."""
+
+    link_id: int
+    if_a: str
+    if_b: str
+    ab: LinkParams
+    ba: LinkParams
+    mtu: int = DEFAULT_MTU
+
+
+def direction_seed(seed: int, link_id: int, direction: str) -> int:
+    """Per-direction RNG seed: stable across runs and processes (unlike hash())."""
+    digest = hashlib.sha256(f"{seed}:{link_id}:{direction}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _default_workers(n_links: int) -> int:
+    return max(1, min(n_links, os.cpu_count() or 1, 2)) if n_links > 2 else 1
+
+
+class _Worker:
+    """One emulator process and its control socket."""
+
+    def __init__(self, index: int, links: list[EmuLink], seed: int, workdir: Path, owner_pid: int):
+        self.index = index
+        self.links = links
+        self.workdir = workdir
+        self.config_path = workdir / f"emulator-{index}.json"
+        self.control_path = workdir / f"emulator-{index}.sock"
+        self.log_path = workdir / f"emulator-{index}.log"
+        self.proc: subprocess.Popen | None = None
+        self.final_cpu_s: float | None = None
+        config = {
+            "owner_pid": owner_pid,
+            "links": [
+                {
+                    "link_id": lk.link_id,
+                    "if_a": lk.if_a,
+                    "if_b": lk.if_b,
+                    "mtu": lk.mtu,
+                    "ab": lk.ab.as_dict(),
+                    "ba": lk.ba.as_dict(),
+                    "seed_ab": direction_seed(seed, lk.link_id, "ab"),
+                    "seed_ba": direction_seed(seed, lk.link_id, "ba"),
+                }
+                for lk in links
+            ],
+        }
+        self.config_path.write_text(json.dumps(config, indent=1))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(f"\0testbed-emu-client-{uuid.uuid4().hex}")  # abstract: nothing to clean
+
+    def spawn(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        argv = [sys.executable, "-m", "testbed.emulator", "--config", str(self.config_path),
+                "--control", str(self.control_path)]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         env=env, start_new_session=True)  # fmt: skip
+
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+            return lines[-1] if lines else ""
+        return ""
+
+    def request(self, req: dict, timeout: float = REQUEST_TIMEOUT_S) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            raise TestbedError(f"emulator worker {self.index} is not running ({self.log_tail()})")
+        self.sock.settimeout(timeout)
+        self.sock.sendto(json.dumps(req).encode(), str(self.control_path))
+        try:
+            data = self.sock.recv(16 << 20)
+        except TimeoutError:
+            raise TestbedError(f"emulator worker {self.index}: no answer to {req.get('op')}") from None
+        reply = json.loads(data)
+        if not reply.get("ok"):
+            raise TestbedError(f"emulator worker {self.index}: {req.get('op')}: {reply.get('error')}")
+        return reply
+
+    def wait_ready(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise TestbedError(f"emulator worker {self.index} exited at start: {self.log_tail()}")
+            if self.control_path.exists():
+                with contextlib.suppress(TestbedError, OSError):
+                    self.request({"op": "ping"}, timeout=0.5)
+                    return
+            time.sleep(0.02)
+        raise TestbedError(f"emulator worker {self.index} not ready after {READY_TIMEOUT_S:.0f} s")
+
+    def cpu_seconds(self) -> float:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return self.final_cpu_s or 0.0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.final_cpu_s = self.request({"op": "shutdown"}, timeout=2.0).get("cpu_s")
+                self.proc.wait(timeout=5)
+            except (TestbedError, OSError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        self.sock.close()
+        for path in (self.control_path,):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+class Emulator:
+    """The userspace emulator for a set of links: one or more processes in the root namespace."""
+
+    def __init__(
+        self,
+        links: list[EmuLink],
+        seed: int,
+        workdir: str | Path,
+        owner_pid: int | None = None,
+        workers: int | None = None,
+    ):
+        if not links:
+            raise TestbedError("emulator: no links to emulate")
+        ids = [lk.link_id for lk in links]
+        if len(set(ids)) != len(ids):
+            raise TestbedError(f"emulator: duplicate link ids in {ids}")
+        for lk in links:
+            for name in ("ab", "ba"):
+                params = getattr(lk, name)
+                try:
+                    validate_params(params)
+                except ValueError as exc:
+                    raise TestbedError(f"emulator: link {lk.link_id} {name}: {exc}") from None
+                if params.bw_mbps is not None and params.bw_mbps > MAX_RATE_MBPS:
+                    raise TestbedError(
+                        f"emulator: link {lk.link_id} {name}: bw_mbps={params.bw_mbps} is above "
+                        f"what the userspace emulator can honour ({MAX_RATE_MBPS:g})"
+                    )
+        self.links = list(links)
+        self.seed = seed
+        self.workdir = Path(workdir)
+        self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
+        n = workers if workers is not None else _default_workers(len(links))
+        self.n_workers = max(1, min(n, len(links)))
+        self._workers: list[_Worker] = []
+        self._where: dict[int, _Worker] = {}
+        self._stopped = False
+
+    def start(self) -> None:
+        """Spawn the processes and wait until each answers; raise TestbedError on failure."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        groups = [self.links[i :: self.n_workers] for i in range(self.n_workers)]
+        try:
+            for i, group in enumerate(groups):
+                w = _Worker(i, group, self.seed, self.workdir, self.owner_pid)
+                self._workers.append(w)
+                for lk in group:
+                    self._where[lk.link_id] = w
+                w.spawn()
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            for w in self._workers:
+                w.wait_ready(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _worker(self, link_id: int) -> _Worker:
+        try:
+            return self._where[link_id]
+        except KeyError:
+            raise TestbedError(f"emulator: no link {link_id}") from None
+
+    def set_params(self, link_id: int, direction: str, params: LinkParams) -> None:
+        """Change one direction's parameters at run time (frames already scheduled keep theirs)."""
+        if direction not in ("ab", "ba"):
+            raise TestbedError(f"emulator: direction must be 'ab' or 'ba', got {direction!r}")
+        try:
+            validate_params(params)
+        except ValueError as exc:
+            raise TestbedError(f"emulator: link {link_id} {direction}: {exc}") from None
+        if params.bw_mbps is not None and params.bw_mbps > MAX_RATE_MBPS:
+            raise TestbedError(f"emulator: bw_mbps={params.bw_mbps} is above {MAX_RATE_MBPS:g}")
+        self._worker(link_id).request(
+            {"op": "set", "link_id": link_id, "direction": direction, "params": params.as_dict()}
+        )
+
+    def set_down(self, link_id: int, down: bool) -> None:
+        """Take a link down (both directions drop everything, frames in flight included) or up."""
+        self._worker(link_id).request({"op": "down", "link_id": link_id, "down": bool(down)})
+
+    def stats(self, reset: bool = False) -> list[dict[str, Any]]:
+        """One dict per link and direction (counters since start or the last reset)."""
+        out: list[dict[str, Any]] = []
+        for w in self._workers:
+            out += w.request({"op": "stats", "reset": reset})["stats"]
+        return sorted(out, key=lambda s: (s["link_id"], s["direction"]))
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers if w.proc is not None and w.proc.poll() is None]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used by the emulator processes so far."""
+        return sum(w.cpu_seconds() for w in self._workers)
+
+    def stop(self) -> None:
+        """Stop every process and wait for it (idempotent)."""
+        for w in self._workers:
+            w.stop()
+        self._stopped = True
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

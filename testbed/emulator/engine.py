@@ -1,0 +1,456 @@
+"""The emulator process: AF_PACKET bump-in-the-wire between the root ends of each link's veths.
+
+Frames arriving on `if_a` (sent by node a) go through direction ab's model and leave on `if_b`
+towards node b at their delivery time, and vice versa. One process serves any number of links
+in one select() loop; `control.Emulator` runs several such processes for many busy links.
+
+What must hold for frames to cross intact (see `prepare_interfaces` and `NODE_SIDE_ETHTOOL`):
+- node side (inside the node namespaces, both ends of every emulated link): checksum offload
+  off (`tx off`), so the node's stack writes full checksums: a frame still CHECKSUM_PARTIAL when
+  it crosses the veth is read by AF_PACKET with only the pseudo-header sum and, re-sent by us,
+  arrives with a bad checksum and is dropped. TSO/GSO off, so no frame is larger than the MTU
+  (we cannot segment; oversize frames are counted and dropped).
+- root side (`if_a`, `if_b`): GRO/LRO off (else the kernel merges frames before we read them),
+  the other offloads off too, IPv6 off and ARP off so the root namespace itself sends nothing
+  on them and answers nothing from them.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import heapq
+import itertools
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..topology.model import LinkParams
+from .model import DirectionModel
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_QDISC_BYPASS = 20
+PACKET_IGNORE_OUTGOING = 23
+PR_SET_TIMERSLACK = 29
+SOCK_BUF_BYTES = 16 << 20
+RECV_SIZE = 65536
+READ_BATCH = 64  # frames read from one socket before sending what is due
+WAKE_EARLY_S = 60e-6  # select() wakes this late on a typical VM, so ask for that much earlier
+SEND_EARLY_S = 20e-6  # frames due within this are sent now rather than after another sleep
+IDLE_TIMEOUT_S = 0.5
+
+# ethtool -K arguments for the node-side interfaces of emulated links (inside the namespaces).
+# `tx off` also turns TSO off; gso/tso listed so an older ethtool that keeps them is explicit.
+NODE_SIDE_ETHTOOL = ["tx", "off", "tso", "off", "gso", "off"]
+# ethtool -K features turned off on the root ends; applied one by one, since veth lacks some.
+ROOT_SIDE_OFFLOADS = ["gro", "lro", "gso", "tso", "tx", "rx", "sg", "rx-gro-list", "rx-udp-gro-forwarding"]
+# features that must read "off" on a root end afterwards, or frames would be merged
+ROOT_SIDE_REQUIRED_OFF = ["generic-receive-offload", "large-receive-offload"]
+
+
+def node_side_ethtool_argv(ifname: str) -> list[str]:
+    """The command the network builder runs inside a node namespace for each emulated interface."""
+    return ["ethtool", "-K", ifname, *NODE_SIDE_ETHTOOL]
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def prepare_interfaces(root_ifs: list[str], mtu: int | None = None) -> None:
+    """Make root-namespace veth ends fit for AF_PACKET forwarding (idempotent).
+
+    Up, offloads off, no IPv6, no ARP, optional MTU. Raises RuntimeError naming the interface
+    when a required setting does not stick.
+    """
+    for ifname in root_ifs:
+        sysctl = Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
+        if sysctl.exists():
+            sysctl.write_text("1\n")
+        link = ["ip", "link", "set", "dev", ifname, "arp", "off", "up"]
+        if mtu is not None:
+            link += ["mtu", str(mtu)]
+        res = _run(link)
+        if res.returncode != 0:
+            raise RuntimeError(f"{ifname}: {' '.join(link)}: {res.stderr.strip()}")
+        for feature in ROOT_SIDE_OFFLOADS:  # some are fixed or unknown on veth: check below
+            _run(["ethtool", "-K", ifname, feature, "off"])
+        shown = _run(["ethtool", "-k", ifname]).stdout
+        for feature in ROOT_SIDE_REQUIRED_OFF:
+            for line in shown.splitlines():
+                if line.startswith(feature + ":") and " on" in line:
+                    raise RuntimeError(f"{ifname}: cannot turn {feature} off")
+
+
+@dataclass
+class _Direction:
+    """One direction of one link: frames read on `in_sock`, scheduled, written on `out_sock`."""
+
+    link_id: int
+    name: str  # "ab" | "ba"
+    model: DirectionModel
+    in_sock: socket.socket
+    out_sock: socket.socket
+    max_frame: int
+    queue: deque = field(default_factory=deque)  # (deliver_time, frame), FIFO order
+    heap: list = field(default_factory=list)  # (deliver_time, seq, frame) when reordering
+    oversize: int = 0
+    tx_errors: int = 0
+    rx_kernel_drops: int = 0  # AF_PACKET receive-buffer overflows on in_sock
+    late_max_s: float = 0.0  # worst lateness of a send against its delivery time
+    late_sum_s: float = 0.0
+    late_n: int = 0
+
+    @property
+    def use_heap(self) -> bool:
+        return self.model.params.reorder or bool(self.heap)
+
+    def head_time(self) -> float | None:
+        if self.heap:
+            return self.heap[0][0]
+        if self.queue:
+            return self.queue[0][0]
+        return None
+
+    def pending(self) -> int:
+        return len(self.queue) + len(self.heap)
+
+    def flush_pending(self) -> None:
+        """Forget all frames in flight (link down) and tell the model."""
+        frames = [f for _, f in self.queue] + [f for _, _, f in self.heap]
+        self.queue.clear()
+        self.heap.clear()
+        self.model.discard(len(frames), sum(len(f) for f in frames))
+
+    def kernel_drops(self) -> int:
+        raw = self.in_sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        _packets, drops = struct.unpack("II", raw)  # reading resets the kernel's counters
+        self.rx_kernel_drops += drops
+        return self.rx_kernel_drops
+
+    def stats(self) -> dict[str, Any]:
+        out = {"link_id": self.link_id, "direction": self.name, **self.model.stats()}
+        out.update(
+            in_flight=self.pending(),
+            oversize=self.oversize,
+            tx_errors=self.tx_errors,
+            rx_kernel_drops=self.kernel_drops(),
+            late_mean_ms=self.late_sum_s / self.late_n * 1e3 if self.late_n else 0.0,
+            late_max_ms=self.late_max_s * 1e3,
+        )
+        return out
+
+
+def _packet_socket(ifname: str) -> socket.socket:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    with contextlib.suppress(OSError):
+        s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)  # veth has no qdisc work to do
+    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # SO_*BUFFORCE: root
+        try:
+            s.setsockopt(socket.SOL_SOCKET, force, SOCK_BUF_BYTES)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, plain, SOCK_BUF_BYTES)
+    s.bind((ifname, ETH_P_ALL))
+    s.setblocking(False)
+    # frames that arrived before the bind completed may belong to no direction yet: drain them
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            s.recv(RECV_SIZE)
+    return s
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop()
+
+
+def _params(d: dict) -> LinkParams:
+    return LinkParams(**d)
+
+
+class Engine:
+    """Forwarding loop for the links of one config; controlled through a Unix datagram socket."""
+
+    def __init__(self, config: dict, control_path: str):
+        self.config = config
+        self.control_path = control_path
+        self.dirs: dict[tuple[int, str], _Direction] = {}
+        self.by_fd: dict[int, _Direction] = {}
+        self.socks: list[socket.socket] = []
+        self.seq = itertools.count()
+        self.stopping = False
+
+    # -- setup -----------------------------------------------------------------------------
+    def open(self) -> None:
+        owner = self.config.get("owner_pid")
+        self.owner_fd = None
+        if owner:
+            try:
+                self.owner_fd = os.pidfd_open(owner)
+            except ProcessLookupError:
+                raise SystemExit(f"emulator: owner pid {owner} is gone") from None
+            except OSError:  # kernel without pidfd: polled instead
+                self.owner_fd = None
+        for link in self.config["links"]:
+            ifs = [link["if_a"], link["if_b"]]
+            if self.config.get("prepare", True):
+                prepare_interfaces(ifs, link.get("mtu"))
+            sa, sb = _packet_socket(link["if_a"]), _packet_socket(link["if_b"])
+            self.socks += [sa, sb]
+            max_frame = link.get("mtu", 1500) + 18  # Ethernet header and one VLAN tag
+            for name, sin, sout in (("ab", sa, sb), ("ba", sb, sa)):
+                model = DirectionModel(_params(link[name]), int(link[f"seed_{name}"]), link.get("mtu", 1500))
+                d = _Direction(link["link_id"], name, model, sin, sout, max_frame)
+                self.dirs[(link["link_id"], name)] = d
+                self.by_fd[sin.fileno()] = d
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.control_path)
+        self.ctl = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.ctl.bind(self.control_path)
+        self.ctl.setblocking(False)
+        self.ctl.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        with contextlib.suppress(OSError):  # finer select() wake-ups: timer slack 1 µs
+            ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+        _set_priority(self.config.get("priority", "fifo"))
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+        if getattr(self, "ctl", None) is not None:
+            self.ctl.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.control_path)
+
+    # -- control ---------------------------------------------------------------------------
+    def _handle_control(self) -> None:
+        while True:
+            try:
+                data, addr = self.ctl.recvfrom(65536)
+            except BlockingIOError:
+                return
+            try:
+                reply = self._control(json.loads(data))
+            except Exception as exc:  # a bad request must not stop the forwarding
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            if addr:
+                with contextlib.suppress(OSError):
+                    self.ctl.sendto(json.dumps(reply).encode(), addr)
+
+    def _dir(self, req: dict) -> list[_Direction]:
+        link_id = int(req["link_id"])
+        names = [req["direction"]] if req.get("direction") else ["ab", "ba"]
+        try:
+            return [self.dirs[(link_id, n)] for n in names]
+        except KeyError:
+            raise KeyError(f"no link {link_id} direction {names} in this emulator") from None
+
+    def _control(self, req: dict) -> dict:
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "links": sorted({k[0] for k in self.dirs})}
+        if op == "set":
+            (d,) = self._dir(req)
+            self._set_params(d, _params(req["params"]))
+            return {"ok": True}
+        if op == "down":
+            for d in self._dir(req):
+                d.model.set_down(bool(req["down"]))
+                if req["down"]:
+                    d.flush_pending()
+            return {"ok": True}
+        if op == "stats":
+            out = [d.stats() for d in self.dirs.values()]
+            if req.get("reset"):
+                for d in self.dirs.values():
+                    d.model.reset_stats()
+            return {"ok": True, "stats": out, "cpu_s": sum(os.times()[:2])}
+        if op == "shutdown":
+            self.stopping = True
+            return {"ok": True, "cpu_s": sum(os.times()[:2])}
+        raise ValueError(f"unknown op {op!r}")
+
+    def _set_params(self, d: _Direction, params: LinkParams) -> None:
+        d.model.update(params)
+        if params.reorder and d.queue:  # from FIFO to heap: move what waits
+            for t, frame in d.queue:
+                heapq.heappush(d.heap, (t, next(self.seq), frame))
+            d.queue.clear()
+
+    # -- forwarding --------------------------------------------------------------------------
+    def _read(self, d: _Direction, now: float) -> None:
+        recv = d.in_sock.recv
+        offer = d.model.offer
+        max_frame = d.max_frame
+        use_heap = d.use_heap
+        append = d.queue.append
+        for _ in range(READ_BATCH):
+            try:
+                frame = recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            size = len(frame)
+            if size > max_frame:
+                d.oversize += 1
+                continue
+            t = offer(size, now)
+            if t is None:
+                continue
+            if use_heap:
+                heapq.heappush(d.heap, (t, next(self.seq), frame))
+            else:
+                append((t, frame))
+
+    def _send_due(self, now: float) -> float | None:
+        """Send every frame due by now (+ SEND_EARLY_S); return the next delivery time."""
+        limit = now + SEND_EARLY_S
+        nxt = None
+        for d in self.dirs.values():
+            q = d.heap or d.queue
+            if not q:
+                continue
+            if q[0][0] <= limit:
+                late = now - q[0][0]
+                if late > d.late_max_s:
+                    d.late_max_s = late
+                d.late_sum_s += late
+                d.late_n += 1
+                if d.heap:
+                    self._send_heap(d, limit)
+                else:
+                    self._send_fifo(d, limit)
+                q = d.heap or d.queue
+                if not q:
+                    continue
+            t = q[0][0]
+            if nxt is None or t < nxt:
+                nxt = t
+        return nxt
+
+    def _send_fifo(self, d: _Direction, limit: float) -> None:
+        q = d.queue
+        send = d.out_sock.send
+        popleft = q.popleft
+        while q and q[0][0] <= limit:
+            frame = popleft()[1]
+            try:
+                send(frame)
+            except BlockingIOError:
+                q.appendleft((limit, frame))  # socket buffer full: retry on the next round
+                return
+            except OSError:
+                d.tx_errors += 1
+
+    def _send_heap(self, d: _Direction, limit: float) -> None:
+        h = d.heap
+        send = d.out_sock.send
+        while h and h[0][0] <= limit:
+            _t, _seq, frame = heapq.heappop(h)
+            try:
+                send(frame)
+            except BlockingIOError:
+                heapq.heappush(h, (limit, next(self.seq), frame))
+                return
+            except OSError:
+                d.tx_errors += 1
+
+    def run(self) -> None:
+        rlist: list = [*self.socks, self.ctl]
+        if self.owner_fd is not None:
+            rlist.append(self.owner_fd)
+        owner = self.config.get("owner_pid")
+        by_fd = self.by_fd
+        ctl_fd = self.ctl.fileno()
+        monotonic = time.monotonic
+        sel = select.select
+        last_owner_check = monotonic()
+        nxt: float | None = None
+        while not self.stopping:
+            if nxt is None:
+                timeout = IDLE_TIMEOUT_S
+            else:
+                timeout = nxt - WAKE_EARLY_S - monotonic()
+                if timeout < 0.0:
+                    timeout = 0.0
+            ready, _, _ = sel(rlist, [], [], timeout)
+            if ready:
+                now = monotonic()
+                for r in ready:
+                    fd = r if isinstance(r, int) else r.fileno()
+                    d = by_fd.get(fd)
+                    if d is not None:
+                        self._read(d, now)
+                    elif fd == ctl_fd:
+                        self._handle_control()
+                    else:  # the owner's pidfd: the owner exited
+                        return
+            now = monotonic()
+            nxt = self._send_due(now)
+            if owner and self.owner_fd is None and now - last_owner_check > 1.0:
+                last_owner_check = now
+                if not _alive(owner):
+                    return
+
+
+def _set_priority(mode: str) -> None:
+    """Keep woken receivers from preempting the forwarding loop on its own core.
+
+    Our sends run the receiving node's TCP in our context and wake its reader; at normal
+    priority that reader preempts us after nearly every send.
+    """
+    with contextlib.suppress(OSError):
+        if mode == "fifo":
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        elif mode == "high":
+            os.setpriority(os.PRIO_PROCESS, 0, -10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m testbed.emulator", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True, help="JSON config (links, seeds, owner_pid)")
+    ap.add_argument("--control", required=True, help="Unix datagram socket path to create")
+    args = ap.parse_args(argv)
+    config = json.loads(Path(args.config).read_text())
+    engine = Engine(config, args.control)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    try:
+        engine.open()
+        engine.run()
+    except _Stop:
+        pass
+    except OSError as exc:
+        if exc.errno in (errno.ENODEV, errno.ENXIO):
+            print(f"emulator: interface missing: {exc}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        engine.close()
+    return 0
