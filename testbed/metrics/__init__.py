@@ -3,6 +3,7 @@
 `qos`: Y.1540/Y.1541, RFC 3550/5481/7679/7680, G.107/G.109/G.114, RPM, RFC 6349, Jain, policy checks.
 `stats`: summaries, bootstrap confidence intervals, paired and unpaired comparisons.
 """
+
 from .qos import (
     TMAX_MS,
     delay_summary,

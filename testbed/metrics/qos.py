@@ -8,6 +8,7 @@ Conventions (all functions):
   results format uses percent (``loss_pct``); parameter names say which.
 - "Undefined" results (nothing received, nothing sent) are ``NaN``, never an exception.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ def received(owd_ms: Sequence[float] | np.ndarray, tmax_ms: float = TMAX_MS) -> 
     return d[~lost_mask(d, tmax_ms)]
 
 
-def one_way_delay_ms(send_s: Sequence[float] | np.ndarray,
-                     recv_s: Sequence[float] | np.ndarray) -> np.ndarray:
+def one_way_delay_ms(
+    send_s: Sequence[float] | np.ndarray, recv_s: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """RFC 7679 one-way delay ``recv - send`` in ms per packet; NaN where ``recv`` is NaN (lost).
 
     Exact here: all emulated hosts share one clock, so no synchronisation error term.
@@ -53,8 +55,9 @@ def iptd_ms(owd_ms: Sequence[float] | np.ndarray, tmax_ms: float = TMAX_MS) -> f
     return float(d.mean()) if d.size else math.nan
 
 
-def ipdv_ms(owd_ms: Sequence[float] | np.ndarray, quantile: float = IPDV_QUANTILE,
-            tmax_ms: float = TMAX_MS) -> float:
+def ipdv_ms(
+    owd_ms: Sequence[float] | np.ndarray, quantile: float = IPDV_QUANTILE, tmax_ms: float = TMAX_MS
+) -> float:
     """ITU-T Y.1540 §6.2.4 / Y.1541 IPDV: the (1 − 10⁻³) quantile of one-way delay minus the minimum.
 
     The quantile is numpy's linear-interpolation estimate: with fewer than ~1000 packets it lies
@@ -135,6 +138,7 @@ def delay_summary(owd_ms: Sequence[float] | np.ndarray, tmax_ms: float = TMAX_MS
 
 # ----------------------------------------------------------------------------- Y.1541 classes
 
+
 @dataclass(frozen=True)
 class Y1541Class:
     """Upper bounds of one Y.1541 QoS class; None = unspecified."""
@@ -174,8 +178,11 @@ def y1541_classes_met(iptd: float, ipdv: float, loss_ratio: float) -> list[int]:
     ``iptd``/``ipdv`` in ms, ``loss_ratio`` a fraction. A NaN metric (e.g. nothing delivered) meets
     only unspecified bounds, so class 5 is always met.
     """
-    return sorted(c.number for c in Y1541_CLASSES.values()
-                  if _within(iptd, c.iptd_ms) and _within(ipdv, c.ipdv_ms) and _within(loss_ratio, c.iplr))
+    return sorted(
+        c.number
+        for c in Y1541_CLASSES.values()
+        if _within(iptd, c.iptd_ms) and _within(ipdv, c.ipdv_ms) and _within(loss_ratio, c.iplr)
+    )
 
 
 def y1541_best_class(iptd: float, ipdv: float, loss_ratio: float) -> int:
@@ -207,8 +214,15 @@ def emodel_ie_eff(loss_pct: float, ie: float = 0.0, bpl: float = G711_BPL, burst
     return ie + (95.0 - ie) * ppl / (ppl / burst_r + bpl)
 
 
-def emodel_r(delay_ms: float, loss_pct: float, *, ie: float = 0.0, bpl: float = G711_BPL,
-             burst_r: float = 1.0, extra_delay_ms: float = 0.0) -> float:
+def emodel_r(
+    delay_ms: float,
+    loss_pct: float,
+    *,
+    ie: float = 0.0,
+    bpl: float = G711_BPL,
+    burst_r: float = 1.0,
+    extra_delay_ms: float = 0.0,
+) -> float:
     """ITU-T G.107 transmission rating with default parameters: R = 93.2 − Id − Ie,eff.
 
     Defaults model G.711 without PLC (Ie = 0, Bpl = 4.3; pass ``bpl=G711_BPL_PLC`` for PLC),
@@ -236,8 +250,13 @@ def g109_band(r: float) -> str:
     """ITU-T G.109 user satisfaction band of an R value."""
     if math.isnan(r):
         return "undefined"
-    for low, label in ((90, "very satisfied"), (80, "satisfied"), (70, "some users dissatisfied"),
-                       (60, "many users dissatisfied"), (50, "nearly all users dissatisfied")):
+    for low, label in (
+        (90, "very satisfied"),
+        (80, "satisfied"),
+        (70, "some users dissatisfied"),
+        (60, "many users dissatisfied"),
+        (50, "nearly all users dissatisfied"),
+    ):
         if r >= low:
             return label
     return "not recommended"
@@ -309,8 +328,9 @@ def transport_of(protocol: str) -> str:
     return "quic" if p in ("qtp", "aioquic") or "quic" in p else "tcp"
 
 
-def ideal_goodput_mbps(rate_mbps: float, transport: str = "tcp", packet_bytes: int = 1500,
-                       link_overhead: int = ETH_L1L2_OVERHEAD) -> float:
+def ideal_goodput_mbps(
+    rate_mbps: float, transport: str = "tcp", packet_bytes: int = 1500, link_overhead: int = ETH_L1L2_OVERHEAD
+) -> float:
     """RFC 6349 §3.3.1 maximum achievable goodput of a bottleneck after L1–L4 header overhead:
     rate × payload / wire bytes per packet, where an IP packet of ``packet_bytes`` (MTU) carries
     ``packet_bytes − 20 − transport overhead`` payload and costs ``packet_bytes + 38`` on the wire.
@@ -319,16 +339,18 @@ def ideal_goodput_mbps(rate_mbps: float, transport: str = "tcp", packet_bytes: i
     return rate_mbps * payload / (packet_bytes + link_overhead)
 
 
-def ideal_transfer_time_s(size_bytes: float, rate_mbps: float, transport: str = "tcp",
-                          packet_bytes: int = 1500) -> float:
+def ideal_transfer_time_s(
+    size_bytes: float, rate_mbps: float, transport: str = "tcp", packet_bytes: int = 1500
+) -> float:
     """RFC 6349 §4.1 ideal transfer time: size / maximum achievable goodput (NaN if unknown rate)."""
     if not rate_mbps or math.isnan(rate_mbps) or rate_mbps <= 0:
         return math.nan
     return size_bytes * 8 / (ideal_goodput_mbps(rate_mbps, transport, packet_bytes) * 1e6)
 
 
-def transfer_time_ratio(actual_s: float, size_bytes: float, rate_mbps: float, transport: str = "tcp",
-                        packet_bytes: int = 1500) -> float:
+def transfer_time_ratio(
+    actual_s: float, size_bytes: float, rate_mbps: float, transport: str = "tcp", packet_bytes: int = 1500
+) -> float:
     """RFC 6349 §4.1 Transfer Time Ratio = actual / ideal transfer time (1.0 = line rate).
     The actual time includes connection set-up, as a user sees it."""
     ideal = ideal_transfer_time_s(size_bytes, rate_mbps, transport, packet_bytes)
@@ -353,6 +375,7 @@ def buffer_delay_pct(mean_rtt_ms: float, base_rtt_ms: float) -> float:
 
 
 # ----------------------------------------------------------------------------- fairness
+
 
 def jain_index(x: Sequence[float] | np.ndarray) -> float:
     """Jain's fairness index J = (Σx)² / (n·Σx²), 1/n ≤ J ≤ 1 (R. Jain, DEC-TR-301, 1984).
@@ -407,33 +430,56 @@ def fibre_latency_ms(distance_km: float) -> float:
 
 
 def latency_circle_check(owd_ms: float, scope: str = "inter_hub") -> PolicyCheck:
-    """"1-5-20" latency circles (hubs.md): one-way ≤ 20 ms between hubs, ≤ 5 ms cluster to its
+    """ "1-5-20" latency circles (hubs.md): one-way ≤ 20 ms between hubs, ≤ 5 ms cluster to its
     surroundings, ≤ 1 ms inside a metro. ``scope``: inter_hub | cluster | metro."""
-    return _check(f"{scope} one-way latency", owd_ms, POLICY_LIMITS_MS[scope], "ms",
-                  "hubs.md latency circles (1-5-20)")
+    return _check(
+        f"{scope} one-way latency", owd_ms, POLICY_LIMITS_MS[scope], "ms", "hubs.md latency circles (1-5-20)"
+    )
 
 
 def direct_link_check(owd_ms: float, distance_km: float) -> PolicyCheck:
     """Computing Infrastructure Action Plan (2023): a direct link's latency ≤ 1.5 × theoretical
     fibre latency (great-circle km × 5 µs)."""
-    return _check("direct link ≤ 1.5 × fibre latency", owd_ms,
-                  DIRECT_LINK_FACTOR * fibre_latency_ms(distance_km), "ms", "Action Plan 2023 (hubs.md)")
+    return _check(
+        "≤ 1.5 × fibre latency (direct-link target)",
+        owd_ms,
+        DIRECT_LINK_FACTOR * fibre_latency_ms(distance_km),
+        "ms",
+        "Action Plan 2023 (hubs.md)",
+    )
 
 
-def cross_operator_checks(owd_ms: float, loss_pct: float, intra_owd_ms: float | None = None,
-                          intra_loss_pct: float | None = None) -> list[PolicyCheck]:
+def cross_operator_checks(
+    owd_ms: float, loss_pct: float, intra_owd_ms: float | None = None, intra_loss_pct: float | None = None
+) -> list[PolicyCheck]:
     """Inter-operator quality fault thresholds (MIIT, hubs.md): cross-network latency ≤ 35 ms,
     loss ≤ 0.5 %, and neither more than 25 % worse than the intra-operator figures (when given).
     For the loss comparison both losses are floored at LOSS_FLOOR_PCT (0.01 %), so that a
     lossless intra path does not make any measurable loss a fault."""
-    out = [_check("cross-operator latency", owd_ms, CROSS_OP_LATENCY_MS, "ms", "MIIT threshold (hubs.md)"),
-           _check("cross-operator loss", loss_pct, CROSS_OP_LOSS_PCT, "%", "MIIT threshold (hubs.md)")]
+    out = [
+        _check("cross-operator latency", owd_ms, CROSS_OP_LATENCY_MS, "ms", "MIIT threshold (hubs.md)"),
+        _check("cross-operator loss", loss_pct, CROSS_OP_LOSS_PCT, "%", "MIIT threshold (hubs.md)"),
+    ]
     if intra_owd_ms is not None and not math.isnan(intra_owd_ms):
-        out.append(_check("cross latency ≤ 1.25 × intra", owd_ms, CROSS_OP_WORSE_FACTOR * intra_owd_ms,
-                          "ms", "MIIT threshold (hubs.md)"))
+        out.append(
+            _check(
+                "cross latency ≤ 1.25 × intra",
+                owd_ms,
+                CROSS_OP_WORSE_FACTOR * intra_owd_ms,
+                "ms",
+                "MIIT threshold (hubs.md)",
+            )
+        )
     if intra_loss_pct is not None and not math.isnan(intra_loss_pct):
         floor = max(intra_loss_pct, LOSS_FLOOR_PCT)
         value = loss_pct if math.isnan(loss_pct) else max(loss_pct, LOSS_FLOOR_PCT)
-        out.append(_check("cross loss ≤ 1.25 × intra", value, CROSS_OP_WORSE_FACTOR * floor, "%",
-                          "MIIT threshold (hubs.md)"))
+        out.append(
+            _check(
+                "cross loss ≤ 1.25 × intra",
+                value,
+                CROSS_OP_WORSE_FACTOR * floor,
+                "%",
+                "MIIT threshold (hubs.md)",
+            )
+        )
     return out

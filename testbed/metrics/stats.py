@@ -4,6 +4,7 @@ Bootstrap: percentile method, ``N_BOOT`` resamples, numpy ``default_rng(seed)``:
 and seed always give the same interval. With one observation no interval exists: the CI bounds
 are NaN and ``ci_note`` says why (no exception). NaN observations are dropped first.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,14 @@ def _stat(name: str) -> Callable[[np.ndarray, int], np.ndarray]:
     return {"mean": lambda m, ax: m.mean(axis=ax), "median": lambda m, ax: np.median(m, axis=ax)}[name]
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, stat: str = "mean", *, confidence: float = CONFIDENCE,
-                 n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    stat: str = "mean",
+    *,
+    confidence: float = CONFIDENCE,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile-bootstrap confidence interval of ``stat`` ("mean" or "median").
     (NaN, NaN) with fewer than two observations."""
     a = _clean(values)
@@ -65,8 +72,15 @@ def summarize(values: Sequence[float] | np.ndarray, *, seed: int = 0) -> Summary
     if not a.size:
         return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan, NO_DATA)
     lo, hi = bootstrap_ci(a, seed=seed)
-    return Summary(int(a.size), float(a.mean()), float(np.median(a)), float(np.quantile(a, 0.95)), lo, hi,
-                   CI_UNDEFINED if a.size < 2 else "")
+    return Summary(
+        int(a.size),
+        float(a.mean()),
+        float(np.median(a)),
+        float(np.quantile(a, 0.95)),
+        lo,
+        hi,
+        CI_UNDEFINED if a.size < 2 else "",
+    )
 
 
 def summarize_groups(df: pd.DataFrame, by: Sequence[str], value: str, *, seed: int = 0) -> pd.DataFrame:
@@ -108,8 +122,9 @@ def _verdict(lo: float, hi: float, null: float, higher_is_better: bool) -> tuple
     return SAME, False
 
 
-def _pairs(a: Mapping | pd.Series | Sequence[float], b: Mapping | pd.Series | Sequence[float]
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _pairs(
+    a: Mapping | pd.Series | Sequence[float], b: Mapping | pd.Series | Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Values of A and B paired by key (rep); arrays are paired by position. Pairs with a NaN drop."""
     if isinstance(a, (Mapping, pd.Series)) and isinstance(b, (Mapping, pd.Series)):
         sa, sb = pd.Series(dict(a)), pd.Series(dict(b))
@@ -123,9 +138,15 @@ def _pairs(a: Mapping | pd.Series | Sequence[float], b: Mapping | pd.Series | Se
     return x[ok], y[ok]
 
 
-def paired_ratio(a: Mapping | pd.Series | Sequence[float], b: Mapping | pd.Series | Sequence[float], *,
-                 higher_is_better: bool = True, seed: int = 0, n_boot: int = N_BOOT,
-                 confidence: float = CONFIDENCE) -> Comparison:
+def paired_ratio(
+    a: Mapping | pd.Series | Sequence[float],
+    b: Mapping | pd.Series | Sequence[float],
+    *,
+    higher_is_better: bool = True,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+) -> Comparison:
     """Ratio of means mean(A) / mean(B) over repetitions paired by rep, with a percentile-bootstrap
     CI that resamples whole pairs (keeping the per-rep seed/loss pattern shared by A and B).
     Verdict for A against B: "better"/"worse" when the CI excludes 1, else "no significant
@@ -149,9 +170,15 @@ def paired_ratio(a: Mapping | pd.Series | Sequence[float], b: Mapping | pd.Serie
     return Comparison(float(est), float(lo), float(hi), n, verdict, sig)
 
 
-def difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
-               higher_is_better: bool = True, seed: int = 0, n_boot: int = N_BOOT,
-               confidence: float = CONFIDENCE) -> Comparison:
+def difference(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    higher_is_better: bool = True,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+) -> Comparison:
     """Difference of means mean(B) − mean(A) of two independent samples (run A vs run B), with a
     percentile-bootstrap CI resampling each sample separately. "better"/"worse" describes B
     relative to A when the CI excludes 0; either sample with n < 2 leaves the CI undefined."""

@@ -1,4 +1,5 @@
 """QoS metrics and grading against hand-computed examples and edge cases."""
+
 from __future__ import annotations
 
 import math
@@ -81,16 +82,19 @@ def test_zero_delay_path():
     assert qos.y1541_best_class(0, 0, 0) == 6
 
 
-@pytest.mark.parametrize(("iptd", "ipdv", "loss", "met", "best"), [
-    (50, 10, 0.0, [0, 1, 2, 3, 4, 5, 6, 7], 6),
-    (50, 10, 5e-4, [0, 1, 2, 3, 4, 5], 0),
-    (300, 10, 5e-6, [1, 3, 4, 5, 7], 7),
-    (300, 60, 5e-6, [3, 4, 5], 3),
-    (50, 60, 5e-6, [2, 3, 4, 5], 2),
-    (900, 60, 1e-3, [4, 5], 4),  # bounds are inclusive
-    (1200, 5, 0.0, [5], 5),
-    (nan, nan, 1.0, [5], 5),  # everything lost
-])
+@pytest.mark.parametrize(
+    ("iptd", "ipdv", "loss", "met", "best"),
+    [
+        (50, 10, 0.0, [0, 1, 2, 3, 4, 5, 6, 7], 6),
+        (50, 10, 5e-4, [0, 1, 2, 3, 4, 5], 0),
+        (300, 10, 5e-6, [1, 3, 4, 5, 7], 7),
+        (300, 60, 5e-6, [3, 4, 5], 3),
+        (50, 60, 5e-6, [2, 3, 4, 5], 2),
+        (900, 60, 1e-3, [4, 5], 4),  # bounds are inclusive
+        (1200, 5, 0.0, [5], 5),
+        (nan, nan, 1.0, [5], 5),  # everything lost
+    ],
+)
 def test_y1541_classes(iptd, ipdv, loss, met, best):
     assert qos.y1541_classes_met(iptd, ipdv, loss) == met
     assert qos.y1541_best_class(iptd, ipdv, loss) == best
@@ -171,8 +175,12 @@ def test_policy_checks():
     assert qos.direct_link_check(13.0, 1784).passed is True  # limit 13.38 ms
     assert qos.direct_link_check(14.0, 1784).passed is False
     checks = {c.name: c.passed for c in qos.cross_operator_checks(30, 0.1, intra_owd_ms=20, intra_loss_pct=0)}
-    assert checks == {"cross-operator latency": True, "cross-operator loss": True,
-                      "cross latency ≤ 1.25 × intra": False, "cross loss ≤ 1.25 × intra": False}
+    assert checks == {
+        "cross-operator latency": True,
+        "cross-operator loss": True,
+        "cross latency ≤ 1.25 × intra": False,
+        "cross loss ≤ 1.25 × intra": False,
+    }
     checks = {c.name: c.passed for c in qos.cross_operator_checks(36, 0.6, 30, 0.005)}
     assert checks["cross-operator latency"] is False and checks["cross-operator loss"] is False
     assert checks["cross latency ≤ 1.25 × intra"] is True  # 36 <= 37.5

@@ -1,4 +1,5 @@
 """Summaries, bootstrap CIs and comparisons: hand-computed examples and edge cases."""
+
 from __future__ import annotations
 
 import math

@@ -1,0 +1,474 @@
+"""`build_report(run_dir)`: the network quality assessment report of one run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..metrics import qos
+from . import analysis as an
+from .figures import Figure, all_figures
+from .load import Run, load_run
+from .render import Block, fmt, fmt_ci, to_html, to_markdown
+
+MAX_TABLE_ROWS = 150  # longer tables are cut in report.md/html; the CSV files keep every row
+
+
+@dataclass
+class ReportPaths:
+    """Files written by build_report / compare_runs."""
+
+    markdown: Path
+    html: Path
+    csv: list[Path] = field(default_factory=list)  # summary.csv first
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def summary(self) -> Path:
+        return self.csv[0]
+
+    def all(self) -> list[Path]:
+        return [self.markdown, self.html, *self.csv, *self.figures]
+
+
+def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, seed: int = 0) -> ReportPaths:
+    """Write report.md, report.html (self-contained), figures/*.png, summary.csv (per condition ×
+    protocol), paths.csv, checks.csv and verdicts.csv into ``out_dir`` (default: the run dir).
+    Raises TestbedError (one line) for a missing or invalid run directory or file."""
+    run = load_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.path
+    out.mkdir(parents=True, exist_ok=True)
+    fig_dir = out / "figures"
+    df = an.add_row_metrics(run)
+    paths = an.path_tables(run, df)
+    protos = an.protocol_tables(run, df, seed=seed)
+    figs = {f.name: f for f in all_figures(run, df, paths.table, fig_dir, seed=seed)}
+    csvs = _write_csvs(out, run, paths, protos)
+    blocks = _document(run, df, paths, protos, figs)
+    title = f"Network quality assessment: {run.name}"
+    md = out / "report.md"
+    md.write_text(to_markdown(blocks), encoding="utf-8")
+    page = out / "report.html"
+    page.write_text(to_html(blocks, title), encoding="utf-8")
+    return ReportPaths(md, page, csvs, [f.path for f in figs.values()])
+
+
+def _write_csvs(out: Path, run: Run, paths: an.PathTables, protos: an.ProtocolTables) -> list[Path]:
+    files = {
+        "summary.csv": protos.table,
+        "paths.csv": paths.table,
+        "checks.csv": paths.checks,
+        "verdicts.csv": protos.verdicts,
+    }
+    written = []
+    for name, table in files.items():
+        p = out / name
+        table.to_csv(p, index=False)
+        written.append(p)
+    return written
+
+
+# ----------------------------------------------------------------------------- document
+
+
+def _cut(df: pd.DataFrame, what: str, csv: str) -> tuple[pd.DataFrame, str]:
+    if len(df) <= MAX_TABLE_ROWS:
+        return df, ""
+    return df.head(MAX_TABLE_ROWS), f"First {MAX_TABLE_ROWS} of {len(df)} {what}; all rows in `{csv}`."
+
+
+def _mark(value: str, flags: str) -> str:
+    return f"{value} {an.FLAG_MARK}" if flags else value
+
+
+def _ok(passed: bool | None) -> str:
+    return "–" if passed is None else ("✓ pass" if passed else "✗ fail")
+
+
+def _document(
+    run: Run, df: pd.DataFrame, paths: an.PathTables, protos: an.ProtocolTables, figs: dict[str, Figure]
+) -> list[Block]:
+    b: list[Block] = [Block("h1", f"Network quality assessment: {run.name}")]
+    b += _overview(run, df, protos)
+    b += _what_was_run(run, figs)
+    b += _flags(df)
+    b += _paths(run, paths, figs)
+    b += _protocols(run, protos, figs)
+    b += _definitions()
+    return b
+
+
+def _fig(figs: dict[str, Figure], name: str) -> list[Block]:
+    f = figs.get(name)
+    return [Block("figure", f.title, image=f.path, note=f.caption)] if f else []
+
+
+def _overview(run: Run, df: pd.DataFrame, protos: an.ProtocolTables) -> list[Block]:
+    m = run.metadata
+    trials = m.get("trials") or {}
+    flagged = df[df["flag_list"].map(len) > 0]["trial"].nunique()
+    failed = int((~df["ok"]).sum())
+    items = [
+        f"Status **{m.get('status', 'unknown')}**: {trials.get('done', df['trial'].nunique())} of "
+        f"{trials.get('total', '?')} trials done; {df['trial'].nunique()} trials and {len(df)} flows in "
+        "results.csv.",
+        f"{df['condition'].nunique()} network condition(s) × {df['variant'].nunique()} protocol variant(s) "
+        f"({', '.join(sorted(df['variant'].unique()))}); repetitions per condition: "
+        f"{int(df.groupby(['condition', 'variant'])['rep'].nunique().max())}.",
+        f"Flagged trials: {flagged} (marked {an.FLAG_MARK} beside the affected numbers); failed flows: "
+        f"{failed}.",
+        f"Fidelity check: {_fidelity_summary(m.get('fidelity_check'))}.",
+    ]
+    v = protos.verdicts
+    if not v.empty:
+        sig = v[v["goodput_mbps_verdict"].isin(["better", "worse"])]
+        items.append(
+            f"Protocol pairs with a significant goodput difference: {len(sig)} of {len(v)} "
+            "(paired bootstrap, 95 %)."
+        )
+    return [Block("h2", "Summary"), Block("list", items=items)]
+
+
+def _fidelity_summary(fc) -> str:
+    if fc is None:
+        return "skipped (not run)"
+    if isinstance(fc, dict):
+        for key in ("ok", "passed", "pass"):
+            if key in fc:
+                return (
+                    "passed" if fc[key] else "**FAILED** (numbers below may not reflect the configured links)"
+                )
+        return "result recorded (see below)"
+    return str(fc)
+
+
+def _what_was_run(run: Run, figs: dict[str, Figure]) -> list[Block]:
+    m = run.metadata
+    git = m.get("git") or {}
+    backend = m.get("link_backend") or {}
+    machine = m.get("machine") or {}
+    versions = m.get("versions") or {}
+    topo = m.get("topology") or {}
+    grid = (m.get("resolved") or m.get("spec") or {}).get("grid")
+    kv = [
+        ("run", f"`{run.name}` ({run.path})"),
+        ("spec file", m.get("spec_file", "–")),
+        ("started / ended", f"{m.get('started', '–')} / {m.get('ended', '–')}"),
+        ("seed / repeat", f"{m.get('seed', '–')} / {m.get('repeat', '–')}"),
+        ("git", f"{str(git.get('commit', '–'))[:12]}{' (dirty tree)' if git.get('dirty') else ''}"),
+        (
+            "link backend",
+            f"{backend.get('name', '–')}" + (f": {backend['reason']}" if backend.get("reason") else ""),
+        ),
+        ("topology", f"{topo.get('name', '–')}"),
+        ("machine", ", ".join(f"{k} {v}" for k, v in machine.items()) or "–"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "–"),
+    ]
+    if grid:
+        kv.append(
+            ("grid", "; ".join(f"{k}: {v}" for k, v in grid.items()) if isinstance(grid, dict) else str(grid))
+        )
+    out = [Block("h2", "What was run"), Block("kv", items=kv)]
+    out += _fig(figs, "topology")
+    links = topo.get("links_applied")
+    if isinstance(links, list) and links and all(isinstance(x, dict) for x in links):
+        t = pd.DataFrame(links).map(lambda v: fmt(v) if isinstance(v, float) else ("–" if v is None else v))
+        t, note = _cut(t, "link directions", "metadata.json")
+        out += [
+            Block("h3", "Links as applied"),
+            Block(
+                "table",
+                table=t,
+                note=note
+                or "What each link direction really got from the backend (not only what was asked).",
+            ),
+        ]
+    fc = m.get("fidelity_check")
+    out.append(Block("h3", "Fidelity check"))
+    out.append(Block("p", f"Result: {_fidelity_summary(fc)}."))
+    checks = fc.get("checks") if isinstance(fc, dict) else None
+    if isinstance(checks, list) and checks and all(isinstance(x, dict) for x in checks):
+        t = pd.DataFrame(checks).map(lambda v: fmt(v) if isinstance(v, (float, bool)) else v)
+        out.append(Block("table", table=t))
+    elif fc is not None:
+        out.append(Block("pre", json.dumps(fc, indent=1, default=str)[:4000]))
+    return out
+
+
+def _flags(df: pd.DataFrame) -> list[Block]:
+    t = an.flagged_trials(df)
+    out = [Block("h2", "Flags")]
+    if t.empty:
+        return [
+            *out,
+            Block("p", "No trial was flagged (no CPU saturation, no link out of tolerance, no failure)."),
+        ]
+    t = t.rename(columns={"variant": "protocol"})
+    t, note = _cut(t, "flagged trials", "results.csv")
+    return [
+        *out,
+        Block(
+            "p",
+            f"Numbers that include a flagged trial carry {an.FLAG_MARK}. `cpu_limited`: a process "
+            "saturated a core, so the result may measure the CPU rather than the network; "
+            "`link_out_of_tolerance`: a link did not reach its configured value; `failed`: the transfer "
+            "did not complete.",
+        ),
+        Block("table", table=t, note=note),
+    ]
+
+
+def _paths(run: Run, paths: an.PathTables, figs: dict[str, Figure]) -> list[Block]:
+    p = paths.table
+    out = [
+        Block("h2", "Path quality"),
+        Block(
+            "p",
+            "Per path (source → destination, intra/cross operator) and network condition, mean over "
+            "trials. Delays are one-way (UDP probe stream, one shared clock: exact); *idle* is before the "
+            "flows, the other delay columns while the flows ran.",
+        ),
+    ]
+    if p.empty:
+        return [*out, Block("p", "No path data.")]
+    has_kind = (p["path_kind"] != "").any()
+    delay = pd.DataFrame(
+        {
+            "path": p["src"] + " → " + p["dst"],
+            **({"kind": p["path_kind"]} if has_kind else {}),
+            "condition": p["condition"],
+            "n": p["n"],
+            "configured ms": p["configured_owd_ms"].map(fmt),
+            "idle ms": p["idle_owd_ms"].map(fmt),
+            "mean ms": p["owd_mean_ms"].map(fmt),
+            "p50": p["owd_p50_ms"].map(fmt),
+            "p95": p["owd_p95_ms"].map(fmt),
+            "p99": p["owd_p99_ms"].map(fmt),
+            "IPDV ms": p["ipdv_ms"].map(fmt),
+            "loss %": p["loss_pct"].map(fmt),
+            "jitter ms": p["jitter_ms"].map(fmt),
+            "goodput Mbit/s": [_mark(fmt(g), f) for g, f in zip(p["goodput_mbps"], p["flags"], strict=True)],
+            "flags": p["flags"],
+        }
+    )
+    delay, note = _cut(delay, "paths", "paths.csv")
+    out += [Block("h3", "Delay, loss and goodput"), Block("table", table=delay, note=note)]
+    grades = pd.DataFrame(
+        {
+            "path": p["src"] + " → " + p["dst"],
+            "condition": p["condition"],
+            "Y.1541 class": p["y1541_class"].astype(str),
+            "classes met": p["y1541_met"],
+            "E-model R": p["emodel_r"].map(fmt),
+            "MOS": p["mos"].map(lambda x: fmt(x, 2)),
+            "G.109": p["g109"],
+            "G.114 (<150 ms)": p["g114_ok"].map(_ok),
+            "RPM": [
+                f"{fmt(r)} of {fmt(mx)} ({band})"
+                for r, mx, band in zip(p["rpm"], p["rpm_max"], p["rpm_band"], strict=True)
+            ],
+            "policy checks passed": p["policy"],
+            "flags": p["flags"],
+        }
+    )
+    grades, note = _cut(grades, "paths", "paths.csv")
+    out += [
+        Block("h3", "Grades"),
+        Block(
+            "table",
+            table=grades,
+            note=note
+            or "Y.1541: strictest class met (order 6, 0, 7, 1, 2, 3, 4, 5); E-model: G.711, no PLC, from "
+            "the mean "
+            "one-way delay and the probe loss under load; RPM: of the maximum the idle RTT allows.",
+        ),
+    ]
+    c = paths.checks
+    if not c.empty:
+        t = pd.DataFrame(
+            {
+                "path": c["src"] + " → " + c["dst"],
+                "kind": c["path_kind"],
+                "condition": c["condition"],
+                "check": c["check"],
+                "value": c["value"].map(fmt),
+                "limit": c["limit"].map(fmt),
+                "unit": c["unit"],
+                "result": c["passed"].map(_ok),
+            }
+        )
+        t = t.sort_values("result", key=lambda s: s.str.startswith("✓"), kind="stable")  # failures first
+        t, note = _cut(t, "checks", "checks.csv")
+        fails = int((c["passed"] == False).sum())  # noqa: E712
+        out += [
+            Block("h3", "Policy checks (hubs.md)"),
+            Block(
+                "p",
+                f"{fails} of {int(c['passed'].notna().sum())} checks fail. Latency checks use the idle "
+                "one-way delay when probes measured it, else the delay under load.",
+            ),
+            Block("table", table=t, note=note),
+        ]
+    out += _fig(figs, "hub_heatmap")
+    out += _fig(figs, "owd_cdf")
+    return out
+
+
+def _band(value: float, ok: bool) -> str:
+    return "–" if isinstance(value, float) and math.isnan(value) else f"{fmt(value)} {'✓' if ok else '✗'}"
+
+
+def _protocols(run: Run, protos: an.ProtocolTables, figs: dict[str, Figure]) -> list[Block]:
+    t = protos.table
+    out = [
+        Block("h2", "Protocols"),
+        Block(
+            "p",
+            "Per network condition and protocol: mean over repetitions (each repetition first averaged "
+            "over its flows) with 95 % percentile-bootstrap CIs; RFC 6349 metrics with this report's pass "
+            f"bands (TTR ≤ {qos.TTR_PASS}, efficiency ≥ {qos.EFFICIENCY_PASS_PCT} %, buffer delay ≤ "
+            f"{qos.BUFFER_DELAY_PASS_PCT} %: ✓/✗).",
+        ),
+    ]
+    if t.empty:
+        return [*out, Block("p", "No successful flows.")]
+    table = pd.DataFrame(
+        {
+            "condition": t["condition"],
+            "protocol": t["variant"],
+            "cc": t["cc"],
+            "n": t["n"],
+            "goodput Mbit/s [95 % CI]": [
+                _mark(fmt_ci(m, lo, hi), f)
+                for m, lo, hi, f in zip(
+                    t["goodput_mbps"],
+                    t["goodput_mbps_ci_low"],
+                    t["goodput_mbps_ci_high"],
+                    t["flags"],
+                    strict=True,
+                )
+            ],
+            "FCT s [95 % CI]": [
+                _mark(fmt_ci(m, lo, hi), f)
+                for m, lo, hi, f in zip(
+                    t["fct_s"], t["fct_s_ci_low"], t["fct_s_ci_high"], t["flags"], strict=True
+                )
+            ],
+            "TTR": [_band(x, x <= qos.TTR_PASS) for x in t["ttr"]],
+            "efficiency %": [_band(x, x >= qos.EFFICIENCY_PASS_PCT) for x in t["efficiency_pct"]],
+            "buffer delay %": [_band(x, x <= qos.BUFFER_DELAY_PASS_PCT) for x in t["buffer_delay_pct"]],
+            "p95 OWD ms": t["owd_p95_ms"].map(fmt),
+            "RPM": t["rpm"].map(fmt),
+            "fairness": t["fairness"].map(fmt),
+            "failed": t["failed"],
+            "flags": t["flags"],
+        }
+    )
+    table, note = _cut(table, "rows", "summary.csv")
+    out += [Block("table", table=table, note=note)]
+    v = protos.verdicts
+    if not v.empty:
+        vt = pd.DataFrame(
+            {
+                "condition": v["condition"],
+                "A vs B": v["a"] + " vs " + v["b"],
+                "pairs": v["n_pairs"],
+                "goodput A/B [95 % CI]": [
+                    fmt_ci(m, lo, hi)
+                    for m, lo, hi in zip(
+                        v["goodput_mbps_ratio"],
+                        v["goodput_mbps_ci_low"],
+                        v["goodput_mbps_ci_high"],
+                        strict=True,
+                    )
+                ],
+                "goodput verdict (A)": v["goodput_mbps_verdict"],
+                "FCT A/B [95 % CI]": [
+                    fmt_ci(m, lo, hi)
+                    for m, lo, hi in zip(v["fct_s_ratio"], v["fct_s_ci_low"], v["fct_s_ci_high"], strict=True)
+                ],
+                "FCT verdict (A)": v["fct_s_verdict"],
+            }
+        )
+        vt, note = _cut(vt, "pairs", "verdicts.csv")
+        out += [
+            Block("h3", "Verdicts per protocol pair"),
+            Block(
+                "p",
+                "Ratio of means A/B over repetitions paired by rep (same seed, same loss pattern), "
+                "percentile bootstrap over pairs; the verdict says whether A is better or worse than B when "
+                "the 95 % CI excludes 1 (higher goodput and lower FCT are better).",
+            ),
+            Block("table", table=vt, note=note),
+        ]
+    for name in (
+        "goodput_vs_loss",
+        "goodput_vs_rtt",
+        "throughput_time",
+        "throughput_delay",
+        "fairness_time",
+        "fct",
+    ):
+        out += _fig(figs, name)
+    return out
+
+
+def _definitions() -> list[Block]:
+    items = [
+        "**One-way delay** (RFC 7679): receive time − send time of each UDP probe; all emulated hosts share "
+        "one "
+        "clock, so it is exact. **Loss** (RFC 7680, Y.1540 IPLR): lost / sent, a probe later than "
+        f"{qos.TMAX_MS / 1000:g} s counts as lost.",
+        "**IPTD** (ITU-T Y.1540): mean one-way delay. **IPDV** (Y.1540): the (1 − 10⁻³) quantile of one-way "
+        "delay "
+        "minus the minimum (RFC 5481 calls D(i) − D_min *PDV*; RFC 3393 IPDV of consecutive packets is a "
+        "different figure).",
+        "**Jitter** (RFC 3550 §6.4.1): J += (|D(i−1,i)| − J)/16 over consecutive received probes.",
+        "**Y.1541 classes** (IPTD / IPDV / IPLR upper bounds): 0: 100 ms / 50 ms / 10⁻³; 1: 400 / 50 / 10⁻³; "
+        "2: 100 / – / 10⁻³; 3: 400 / – / 10⁻³; 4: 1 s / – / 10⁻³; 5: unspecified; 6: 100 / 50 / 10⁻⁵; "
+        "7: 400 / 50 / 10⁻⁵. The strictest class met is reported in the order 6, 0, 7, 1, 2, 3, 4, 5.",
+        f"**E-model** (ITU-T G.107): R = {qos.EMODEL_R0} − Id − Ie,eff with Id = 0.024 d + 0.11 (d − 177.3) "
+        "H(d − 177.3) and Ie,eff = Ie + (95 − Ie) Ppl / (Ppl/BurstR + Bpl); G.711 Ie = 0, Bpl = "
+        f"{qos.G711_BPL} "
+        f"(no PLC), BurstR = 1; d = network one-way delay (codec and jitter buffer not included). "
+        "MOS = 1 + 0.035 R + 7·10⁻⁶ R (R − 60)(100 − R). **G.109** bands: R ≥ 90 very satisfied, ≥ 80 "
+        "satisfied, "
+        "≥ 70 some users dissatisfied, ≥ 60 many, ≥ 50 nearly all. **G.114**: one-way delay < "
+        f"{qos.G114_LIMIT_MS:g} ms is acceptable for most applications.",
+        "**RPM** (IETF IPPM responsiveness draft): 60 000 / RTT under load (ms); graded against the idle RTT "
+        f"(maximum = 60 000 / idle RTT): good ≥ {qos.RPM_GOOD_SHARE:.0%} of the maximum, fair ≥ "
+        f"{qos.RPM_FAIR_SHARE:.0%}, else poor (this report's bands).",
+        "**RFC 6349** (also applied to QUIC): Transfer Time Ratio = actual FCT / ideal time, ideal = size / "
+        "maximum achievable goodput of the configured bottleneck (shared equally by the flows of a trial "
+        "with "
+        f"the same configured rate and delay). Overhead model per MTU-sized packet: Ethernet L1+L2 "
+        f"{qos.ETH_L1L2_OVERHEAD} B, IP {qos.IP_HEADER} B, TCP {qos.TCP_HEADER}+{qos.TCP_OPTIONS} B "
+        "(timestamps), "
+        f"QUIC UDP {qos.UDP_HEADER} B + {qos.QUIC_OVERHEAD} B (header, packet number, AEAD tag, STREAM "
+        "frame): "
+        "100 Mbit/s carries 94.1 Mbit/s of TCP payload. FCT includes connection set-up. Efficiency % = "
+        "(transmitted − retransmitted) / transmitted × 100 (packets; QUIC: packets declared lost). Buffer "
+        "delay % = (RTT under load − idle RTT) / idle RTT × 100. The RFC sets no pass bands; this report "
+        "uses "
+        f"TTR ≤ {qos.TTR_PASS}, efficiency ≥ {qos.EFFICIENCY_PASS_PCT} %, buffer delay ≤ "
+        f"{qos.BUFFER_DELAY_PASS_PCT} %.",
+        "**Fairness** (Jain 1984): J = (Σx)² / (n Σx²), 1/n ≤ J ≤ 1, over the goodputs of a trial's "
+        "concurrent flows.",
+        "**Policy thresholds** (hubs.md): inter-hub one-way latency ≤ "
+        f"{qos.POLICY_LIMITS_MS['inter_hub']:g} ms, "
+        f"cluster ≤ {qos.POLICY_LIMITS_MS['cluster']:g} ms, metro ≤ {qos.POLICY_LIMITS_MS['metro']:g} ms; a "
+        f"direct path ≤ {qos.DIRECT_LINK_FACTOR} × theoretical fibre latency (great-circle km × "
+        f"{qos.FIBRE_US_PER_KM:g} µs); cross-operator latency ≤ {qos.CROSS_OP_LATENCY_MS:g} ms, loss ≤ "
+        f"{qos.CROSS_OP_LOSS_PCT} %, and neither more than 25 % worse than the intra-operator path between "
+        "the "
+        f"same sites (losses below {qos.LOSS_FLOOR_PCT} % count as {qos.LOSS_FLOOR_PCT} % in that "
+        "comparison).",
+        "**Statistics**: 95 % percentile bootstrap (2 000 resamples, seeded); with one repetition no CI "
+        "exists "
+        "(shown as [n<2]). Few repetitions give narrow, optimistic intervals: read verdicts with n in mind.",
+    ]
+    return [Block("h2", "Definitions and thresholds"), Block("list", items=items)]

@@ -1,0 +1,215 @@
+"""Read and validate a run directory (docs/results-format.md) into DataFrames.
+
+Errors name the file and what is wrong, as one line (TestbedError), so `testbed report` never
+shows a traceback for a bad or incomplete run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import TestbedError
+
+# Columns of results.csv defined by the format; any other column is a grid column.
+STANDARD_COLUMNS = (
+    "trial",
+    "point",
+    "rep",
+    "order",
+    "seed",
+    "flow",
+    "protocol",
+    "cc",
+    "src",
+    "dst",
+    "path_kind",
+    "src_operator",
+    "dst_operator",
+    "size_bytes",
+    "bytes",
+    "start_s",
+    "fct_s",
+    "goodput_mbps",
+    "ok",
+    "error",
+    "rtt_min_ms",
+    "rtt_smoothed_ms",
+    "retransmits",
+    "packets_sent",
+    "packets_lost",
+    "bytes_sent",
+    "bytes_retransmitted",
+    "cwnd_bytes",
+    "cpu_client_s",
+    "cpu_server_s",
+    "cpu_limited",
+    "configured_rate_mbps",
+    "configured_owd_ms",
+    "configured_loss_pct",
+    "base_rtt_ms",
+    "loaded_rtt_ms",
+    "owd_min_ms",
+    "owd_mean_ms",
+    "owd_p50_ms",
+    "owd_p95_ms",
+    "owd_p99_ms",
+    "ipdv_ms",
+    "jitter_ms",
+    "probe_loss_pct",
+    "queue_drops",
+    "loss_drops",
+    "fairness",
+    "flags",
+)
+REQUIRED_RESULTS = ("trial", "point", "rep", "protocol", "goodput_mbps")
+NUMERIC = (
+    "point",
+    "rep",
+    "flow",
+    "size_bytes",
+    "bytes",
+    "start_s",
+    "fct_s",
+    "goodput_mbps",
+    "rtt_min_ms",
+    "rtt_smoothed_ms",
+    "retransmits",
+    "packets_sent",
+    "packets_lost",
+    "bytes_sent",
+    "bytes_retransmitted",
+    "cwnd_bytes",
+    "cpu_client_s",
+    "cpu_server_s",
+    "configured_rate_mbps",
+    "configured_owd_ms",
+    "configured_loss_pct",
+    "base_rtt_ms",
+    "loaded_rtt_ms",
+    "owd_min_ms",
+    "owd_mean_ms",
+    "owd_p50_ms",
+    "owd_p95_ms",
+    "owd_p99_ms",
+    "ipdv_ms",
+    "jitter_ms",
+    "probe_loss_pct",
+    "queue_drops",
+    "loss_drops",
+    "fairness",
+)
+DERIVED = ("variant", "flag_list", "bottleneck_flows")  # added by the report, never grid columns
+# Grid keys that select the protocol rather than the network condition.
+PROTOCOL_KEYS = {"protocol", "protocols", "cc", "congestion_control"}
+
+
+@dataclass
+class Run:
+    """One run directory: its tables (None when the optional file is absent) and metadata."""
+
+    path: Path
+    metadata: dict[str, Any]
+    results: pd.DataFrame
+    timeseries: pd.DataFrame | None = None
+    probes: pd.DataFrame | None = None
+    grid_cols: list[str] = field(default_factory=list)  # all grid columns
+    condition_cols: list[str] = field(default_factory=list)  # grid columns minus protocol choice
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or self.path.name)
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise TestbedError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise TestbedError(f"{path}: missing column(s) {', '.join(missing)} (see docs/results-format.md)")
+    return df
+
+
+def _bool(series: pd.Series) -> pd.Series:
+    return series.astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Load a run directory; raises TestbedError naming the missing/invalid directory or file."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise TestbedError(f"{path}: run directory not found")
+    if not path.is_dir():
+        raise TestbedError(f"{path}: not a directory (expected a run directory)")
+    meta_path = path / "metadata.json"
+    if not meta_path.is_file():
+        raise TestbedError(f"{meta_path}: missing (not a run directory?)")
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TestbedError(f"{meta_path}: invalid JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise TestbedError(f"{meta_path}: expected a JSON object")
+    res_path = path / "results.csv"
+    if not res_path.is_file():
+        raise TestbedError(f"{res_path}: missing (no trial finished yet?)")
+    results = _prepare_results(_read_csv(res_path, REQUIRED_RESULTS))
+    ts = probes = None
+    if (path / "timeseries.csv").is_file():
+        ts = _read_csv(path / "timeseries.csv", ("trial", "flow", "protocol", "t_s", "mbps"))
+    if (path / "probes.csv").is_file():
+        probes = _read_csv(path / "probes.csv", ("trial", "src", "dst", "phase", "seq", "owd_ms"))
+        probes["owd_ms"] = pd.to_numeric(probes["owd_ms"], errors="coerce")
+    grid = [
+        c for c in results.columns if c not in STANDARD_COLUMNS and c not in DERIVED and not c.startswith("_")
+    ]
+    cond = [c for c in grid if c.split(".")[-1] not in PROTOCOL_KEYS]
+    return Run(path, metadata, results, ts, probes, grid, cond)
+
+
+def _prepare_results(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill optional columns, coerce types and add derived columns (``variant``, ``flag_list``)."""
+    df = df.copy()
+    for col in NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
+    for col in ("cc", "src", "dst", "path_kind", "src_operator", "dst_operator", "flags", "error"):
+        df[col] = df[col].fillna("").astype(str) if col in df else ""
+    df["ok"] = _bool(df["ok"]) if "ok" in df else True
+    df["cpu_limited"] = _bool(df["cpu_limited"]) if "cpu_limited" in df else False
+    df["protocol"] = df["protocol"].astype(str)
+    if "flow" not in df or df["flow"].isna().all():
+        df["flow"] = 0
+    df["rep"] = df["rep"].fillna(0).astype(int)
+    df["point"] = df["point"].fillna(0).astype(int)
+    # protocol/cc label: cc only when one protocol runs with several controllers
+    multi_cc = df.groupby("protocol")["cc"].nunique()
+    df["variant"] = [
+        f"{p}/{c}" if c and multi_cc.get(p, 0) > 1 else p
+        for p, c in zip(df["protocol"], df["cc"], strict=True)
+    ]
+    flags = df["flags"].str.split(";").apply(lambda xs: [x.strip() for x in xs if x.strip()])
+    extra = np.where(df["cpu_limited"], "cpu_limited", "")
+    extra2 = np.where(~df["ok"], "failed", "")
+    df["flag_list"] = [
+        sorted(set(f) | ({e} if e else set()) | ({e2} if e2 else set()))
+        for f, e, e2 in zip(flags, extra, extra2, strict=True)
+    ]
+    return df
+
+
+def topology_nodes(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Node attributes (kind, operator, site, lat, lon) from metadata.topology.nodes when it is a
+    mapping or a list of objects with a name; {} otherwise (a count, or absent)."""
+    nodes = (metadata.get("topology") or {}).get("nodes")
+    if isinstance(nodes, dict):
+        return {str(k): v for k, v in nodes.items() if isinstance(v, dict)}
+    if isinstance(nodes, list):
+        return {str(n["name"]): n for n in nodes if isinstance(n, dict) and "name" in n}
+    return {}
