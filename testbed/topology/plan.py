@@ -313,11 +313,15 @@ def _simulate_paths(plan: NetworkPlan, segment_of: dict[str, int]) -> dict[tuple
     endpoints = spec.endpoints()
     for dst in endpoints:
         dst_ip = ipaddress.ip_address(plan.ip(dst))
+        tail: dict[str, list[str]] = {dst: [dst]}
+        step: dict[str, list[str]] = {}
         for src in endpoints:
             if src == dst:
                 continue
-            path, x = [src], src
-            while x != dst:
+            # forwarding is destination-based: the path from x is x's hop + the path from the next node
+            chain, x = [], src
+            while x not in tail:
+                chain.append(x)
                 hop = None
                 for net, intf in nets.get(x, []):
                     if dst_ip in net:
@@ -331,10 +335,12 @@ def _simulate_paths(plan: NetworkPlan, segment_of: dict[str, int]) -> dict[tuple
                     if best is None:
                         raise AssertionError(f"no route at {x} to {dst} ({dst_ip})")
                     hop = (by_name[best[1].dev], owner_of_ip[best[1].via])
-                nxt = l2(*hop)
-                path.extend(nxt)
-                x = nxt[-1]
-                if len(path) > 4 * len(spec.nodes):
-                    raise AssertionError(f"routing loop from {src} to {dst}: {path[:20]}")
-            paths[(src, dst)] = path
+                step[x] = l2(*hop)
+                x = step[x][-1]
+                if x in chain:
+                    raise AssertionError(f"routing loop towards {dst} at {x}")
+            for x in reversed(chain):
+                nxt = step[x]
+                tail[x] = [x, *nxt[:-1], *tail[nxt[-1]]]
+            paths[(src, dst)] = tail[src]
     return paths
