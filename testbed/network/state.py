@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-STATE_DIR = Path(os.environ.get("TESTBED_RUN_DIR", "/run/testbed"))
+STATE_DIR = Path("/run/testbed")
 NETID_RE = re.compile(r"^[0-9a-f]{4}$")
 # Root-namespace interface names: tb<netid><link index><a|b>, at most 15 characters.
 ROOT_IF_RE = re.compile(r"^tb([0-9a-f]{4})(\d+)([ab])$")
@@ -153,7 +153,7 @@ def pids_in_netns(inodes: set[int]) -> list[int]:
 
 def cmdline(pid: int) -> list[str]:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
     except OSError:
         return []
 

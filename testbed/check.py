@@ -1,0 +1,188 @@
+"""Fidelity check: does a link really apply what it is configured to? (`testbed check`)
+
+For each link backend this machine has (the netem probe decides), a two-host reference
+network is built with its one link always shaped (so every setting can be changed at run
+time) and real tools measure each row's setting:
+
+- rate: iperf3 TCP goodput, converted to the L2 rate shapers count; within ±5 %;
+- delay: median ping RTT within max(0.5 ms, 3 %) of 2 x one-way delay + the unshaped base RTT;
+- loss: iperf3 UDP loss within the 99 % binomial interval of the configured rate;
+- jitter: std of ping RTT (base variance removed) within 20 % of the configured std.
+
+`run_check()` returns a dict (recorded by the experiment runner in metadata.json).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scipy.stats import binom
+
+from .errors import TestbedError
+from .network import Network, probe
+from .network.measure import iperf3, ping_rtts, tcp_wire_rate
+from .topology.model import LinkParams
+from .topology.plan import build_plan
+from .topology.spec import topology_from_dict
+
+REF_LINK = "ref"
+MTU = 1500
+UNSHAPED = LinkParams().as_dict()
+
+
+@dataclass
+class Row:
+    """One configured setting and how to measure it."""
+
+    name: str
+    quantity: str  # rate_mbps | rtt_ms | loss_pct | jitter_ms
+    ab: dict[str, Any]  # link fields for a -> b (the measured direction)
+    ba: dict[str, Any] = field(default_factory=dict)
+
+
+FULL_ROWS = [
+    Row("rate 10 Mbit/s", "rate_mbps", {"bw_mbps": 10}),
+    Row("rate 100 Mbit/s", "rate_mbps", {"bw_mbps": 100}),
+    Row("rate 500 Mbit/s", "rate_mbps", {"bw_mbps": 500}),
+    Row("delay 5 ms", "rtt_ms", {"delay_ms": 5}, {"delay_ms": 5}),
+    Row("delay 25 ms", "rtt_ms", {"delay_ms": 25}, {"delay_ms": 25}),
+    Row("delay 50 ms", "rtt_ms", {"delay_ms": 50}, {"delay_ms": 50}),
+    Row("loss 1 %", "loss_pct", {"loss_pct": 1}),
+    Row("loss 5 %", "loss_pct", {"loss_pct": 5}),
+    Row("jitter 5 ms (delay 25 ms)", "jitter_ms", {"delay_ms": 25, "jitter_ms": 5}, {"delay_ms": 25}),
+]
+QUICK_ROWS = [FULL_ROWS[1], FULL_ROWS[4], FULL_ROWS[6], FULL_ROWS[8]]
+
+UDP_MBPS, UDP_LEN = 30, 1000  # 3750 packets/s for the loss rows
+
+
+def reference_plan():
+    spec = topology_from_dict(
+        {
+            "name": "fidelity-reference",
+            "nodes": {"h1": {"kind": "host"}, "h2": {"kind": "host"}},
+            "links": [{"a": "h1", "b": "h2", "name": REF_LINK}],
+        },
+        "<fidelity check>",
+    )
+    return build_plan(spec)
+
+
+class _Checker:
+    def __init__(self, net: Network, quick: bool):
+        self.net = net
+        self.quick = quick
+        self.base: list[float] = []
+
+    def configure(self, row: Row | None) -> None:
+        for direction, fields in (("ab", row.ab if row else {}), ("ba", row.ba if row else {})):
+            self.net.set_link(REF_LINK, direction, **{**UNSHAPED, **fields})
+
+    def measure_base(self) -> dict[str, Any]:
+        self.configure(None)
+        rtts = [r for r in ping_rtts(self.net, "h1", "h2", 100, 0.01) if r is not None]
+        if len(rtts) < 90:
+            raise TestbedError(f"fidelity check: reference link loses pings unshaped ({len(rtts)}/100)")
+        self.base = rtts
+        return {"rtt_median_ms": statistics.median(rtts), "rtt_std_ms": statistics.pstdev(rtts)}
+
+    def run(self, row: Row) -> dict[str, Any]:
+        self.configure(row)
+        measure: Callable[[Row], dict[str, Any]] = getattr(self, f"_{row.quantity}")
+        cpu0, t0 = self.net.cpu_seconds(), time.monotonic()
+        result = {"name": row.name, "quantity": row.quantity, "ab": row.ab, "ba": row.ba, **measure(row)}
+        result["passed"] = result["low"] <= result["measured"] <= result["high"]
+        if cpu0 is not None:  # a saturated emulator explains a rate shortfall
+            result["emulator_cpu_pct"] = 100 * (self.net.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        return result
+
+    def _rate_mbps(self, row: Row) -> dict[str, Any]:
+        bw = row.ab["bw_mbps"]
+        res = iperf3(self.net, "h1", "h2", seconds=2 if self.quick else 3)
+        wire = tcp_wire_rate(res.mbps, MTU)
+        return {"configured": bw, "expected": bw, "measured": wire, "low": bw * 0.95, "high": bw * 1.05,
+                "tolerance": "±5 %", "detail": f"TCP goodput {res.mbps:.1f} Mbit/s, L2 rate {wire:.1f}"}
+
+    def _rtt_ms(self, row: Row) -> dict[str, Any]:
+        base = statistics.median(self.base)
+        expected = row.ab["delay_ms"] + row.ba["delay_ms"] + base
+        rtts = [r for r in ping_rtts(self.net, "h1", "h2", 50, 0.01) if r is not None]
+        tol = max(0.5, 0.03 * expected)
+        return {"configured": row.ab["delay_ms"], "expected": expected, "measured": statistics.median(rtts),
+                "low": expected - tol, "high": expected + tol, "tolerance": f"±{tol:.2f} ms",
+                "detail": f"median RTT of {len(rtts)} pings; base RTT {base:.3f} ms"}
+
+    def _loss_pct(self, row: Row) -> dict[str, Any]:
+        pct = row.ab["loss_pct"]
+        res = iperf3(self.net, "h1", "h2", seconds=2 if self.quick else 3, udp_mbps=UDP_MBPS,
+                     length=UDP_LEN, omit_s=0)  # fmt: skip
+        lo, hi = binom.interval(0.99, res.packets, pct / 100)
+        return {"configured": pct, "expected": pct, "measured": 100 * res.lost / res.packets,
+                "low": 100 * lo / res.packets, "high": 100 * hi / res.packets, "tolerance": "99 % binomial",
+                "detail": f"iperf3 UDP: {res.lost} of {res.packets} datagrams lost"}
+
+    def _jitter_ms(self, row: Row) -> dict[str, Any]:
+        jitter = row.ab["jitter_ms"]
+        rtts = [r for r in ping_rtts(self.net, "h1", "h2", 150, 0.02) if r is not None]
+        std = math.sqrt(max(0.0, statistics.pstdev(rtts) ** 2 - statistics.pstdev(self.base) ** 2))
+        return {"configured": jitter, "expected": jitter, "measured": std, "low": jitter * 0.8,
+                "high": jitter * 1.2, "tolerance": "±20 %",
+                "detail": f"std of {len(rtts)} ping RTTs, base variance removed"}
+
+
+def check_backend(name: str, quick: bool = False, seed: int = 1) -> dict[str, Any]:
+    """Build the reference network on one backend and measure every row."""
+    start = time.monotonic()
+    with Network(reference_plan(), backend=name, seed=seed, emulate_all=True) as net:
+        checker = _Checker(net, quick)
+        base = checker.measure_base()
+        rows = [checker.run(row) for row in (QUICK_ROWS if quick else FULL_ROWS)]
+    return {"backend": name, "base": base, "rows": rows, "passed": all(r["passed"] for r in rows),
+            "duration_s": time.monotonic() - start}
+
+
+def run_check(backend: str | None = None, quick: bool = False) -> dict[str, Any]:
+    """The capability probe plus the fidelity check of each available backend (or `backend`)."""
+    start = time.monotonic()
+    chosen = probe("auto")
+    if backend in (None, "auto"):
+        names = ["netem", "userspace"] if chosen.netem else ["userspace"]
+    else:
+        names = [probe(backend).name]
+    results = [check_backend(name, quick) for name in names]
+    return {
+        "probe": chosen.as_dict(),
+        "backend": {"name": chosen.name, "reason": chosen.reason},
+        "quick": quick,
+        "backends": results,
+        "passed": all(r["passed"] for r in results),
+        "duration_s": time.monotonic() - start,
+    }
+
+
+def format_check(result: dict[str, Any]) -> str:
+    p = result["probe"]
+    yes = {True: "yes", False: "no"}
+    lines = [
+        f"link backend: {result['backend']['name']} ({result['backend']['reason']})",
+        f"kernel {p['kernel']}: sch_netem {yes[p['netem']]}, htb {yes[p['htb']]}, "
+        f"tc netem seed {yes[p['netem_seed']]}",
+    ]
+    for b in result["backends"]:
+        base = b["base"]["rtt_median_ms"]
+        lines += [
+            "",
+            f"fidelity of the {b['backend']} backend (base RTT {base:.3f} ms, {b['duration_s']:.0f} s):",
+            f"  {'setting':28} {'expected':>10} {'measured':>10} {'tolerance':>14}  result",
+        ]
+        for r in b["rows"]:
+            verdict = "pass" if r["passed"] else "FAIL"
+            cpu = f"; emulator CPU {r['emulator_cpu_pct']:.0f} %" if "emulator_cpu_pct" in r else ""
+            values = f"{r['expected']:10.3f} {r['measured']:10.3f} {r['tolerance']:>14}"
+            lines.append(f"  {r['name']:28} {values}  {verdict}   {r['detail']}{cpu}")
+    lines += ["", f"overall: {'pass' if result['passed'] else 'FAIL'} ({result['duration_s']:.0f} s)"]
+    return "\n".join(lines)
