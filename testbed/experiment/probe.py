@@ -4,8 +4,11 @@ All emulated hosts share the machine's clock, so `recv_time - send_time` is the 
 delay. The sender puts a sequence number and its `time.time()` into each packet at a fixed rate;
 the receiver logs `seq send_time recv_time` per arrival. Both stop on SIGTERM/SIGINT and flush.
 
-    python -m testbed.experiment.probe recv --port 9000 --out recv.log
-    python -m testbed.experiment.probe send --dst 10.0.0.2 --port 9000 --rate 100 --out send.log
+    python probe.py recv --port 9000 --out recv.log
+    python probe.py send --dst 10.0.0.2 --port 9000 --rate 100 --out send.log
+
+Run it as a script (`python .../probe.py`), not with -m: it imports only the standard library,
+so it starts in a few tens of milliseconds (the package would pull in pandas).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def send(dst: str, port: int, rate_pps: float, size: int, out: Path, duration_s:
     lines = []
     seq = 0
     start = time.time()
+    print(f"probe sender started {start:.6f}", file=sys.stderr, flush=True)
     try:
         while duration_s is None or time.time() - start < duration_s:
             due = start + seq * interval
@@ -67,6 +71,7 @@ def recv(port: int, out: Path) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind(("0.0.0.0", port))
+    print(f"probe receiver started {time.time():.6f}", file=sys.stderr, flush=True)
     lines = []
     try:
         while True:

@@ -50,6 +50,8 @@ SERVER_READY_TIMEOUT_S = 20.0
 STOP_GRACE_S = 3.0
 UNSHAPED_RATE_MBPS = 1000.0  # upper bound used for duration flows on unshaped paths
 INTERVAL_S = 0.1
+PROBE_CMD = [sys.executable, "-I", str(Path(probe.__file__).resolve())]  # stdlib only: fast start
+PROBE_READY_TIMEOUT_S = 10.0
 
 
 # --------------------------------------------------------------------------- processes
@@ -226,6 +228,7 @@ class TrialExecution:
         self.link_after: Any = None
         self.touched_links: set[str] = set()
         self.capture: list[tuple[str, Path, Any]] = []
+        self.group_stats: dict[int, list[Any]] = {}  # group -> [link stats at its start, at its end]
 
     # -- helpers
     def _spawn(self, node_name: str, argv: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
@@ -269,58 +272,63 @@ class TrialExecution:
             self._wait_listening(node, ports)
 
     def start_probes(self) -> None:
+        """Probe receivers, ping and probe senders per path; returns once all probes run."""
         p = self.spec.probes
+        logs = []
         for k, (src, dst) in enumerate(self.pairs):
             tag = f"{src}-{dst}"
             if p.udp:
-                port = PROBE_PORT_BASE + k
-                recv = self._spawn(
-                    dst,
-                    [
-                        sys.executable,
-                        "-m",
-                        "testbed.experiment.probe",
-                        "recv",
-                        "--port",
-                        str(port),
-                        "--out",
-                        str(self.tdir / f"probe-{tag}.recv"),
-                    ],
-                    self.tdir / f"probe-{tag}.log",
-                )
+                argv = [
+                    *PROBE_CMD,
+                    "recv",
+                    "--port",
+                    str(PROBE_PORT_BASE + k),
+                    "--out",
+                    str(self.tdir / f"probe-{tag}.recv"),
+                ]
+                recv = self._spawn(dst, argv, self.tdir / f"probe-{tag}.recv.log")
                 self.probe_procs[(src, dst)] = (None, recv)
+                logs.append(self.tdir / f"probe-{tag}.recv.log")
             if p.ping:
-                ping = self._spawn(
-                    src,
-                    ["ping", "-D", "-n", "-i", f"{p.ping_interval_ms / 1000:.3f}", self.net.ip(dst)],
-                    self.tdir / f"ping-{tag}.txt",
-                )
-                self.ping_procs[(src, dst)] = ping
-        if p.udp:
-            time.sleep(0.2)  # receivers bound before the first probe
-            for k, (src, dst) in enumerate(self.pairs):
-                tag = f"{src}-{dst}"
-                send = self._spawn(
-                    src,
-                    [
-                        sys.executable,
-                        "-m",
-                        "testbed.experiment.probe",
-                        "send",
-                        "--dst",
-                        self.net.ip(dst),
-                        "--port",
-                        str(PROBE_PORT_BASE + k),
-                        "--rate",
-                        str(p.rate_pps),
-                        "--size",
-                        str(p.size_bytes),
-                        "--out",
-                        str(self.tdir / f"probe-{tag}.sent"),
-                    ],
-                    self.tdir / f"probe-{tag}.log",
-                )
-                self.probe_procs[(src, dst)] = (send, self.probe_procs[(src, dst)][1])
+                argv = ["ping", "-D", "-n", "-i", f"{p.ping_interval_ms / 1000:.3f}", self.net.ip(dst)]
+                self.ping_procs[(src, dst)] = self._spawn(src, argv, self.tdir / f"ping-{tag}.txt")
+        self._wait_started(logs)
+        if not p.udp:
+            return
+        logs = []
+        for k, (src, dst) in enumerate(self.pairs):
+            tag = f"{src}-{dst}"
+            argv = [
+                *PROBE_CMD,
+                "send",
+                "--dst",
+                self.net.ip(dst),
+                "--port",
+                str(PROBE_PORT_BASE + k),
+                "--rate",
+                str(p.rate_pps),
+                "--size",
+                str(p.size_bytes),
+                "--out",
+                str(self.tdir / f"probe-{tag}.sent"),
+            ]
+            send = self._spawn(src, argv, self.tdir / f"probe-{tag}.send.log")
+            self.probe_procs[(src, dst)] = (send, self.probe_procs[(src, dst)][1])
+            logs.append(self.tdir / f"probe-{tag}.send.log")
+        self._wait_started(logs)
+
+    def _wait_started(self, logs: list[Path]) -> None:
+        """Wait until each probe process has logged that it runs (Python start-up takes a moment)."""
+        deadline = time.time() + PROBE_READY_TIMEOUT_S
+        pending = list(logs)
+        while pending and time.time() < deadline:
+            pending = [
+                p for p in pending if "started" not in (p.read_text(errors="replace") if p.exists() else "")
+            ]
+            if pending:
+                time.sleep(0.02)
+        if pending:
+            raise TestbedError(f"probe did not start within {PROBE_READY_TIMEOUT_S:.0f} s: see {pending[0]}")
 
     def start_capture(self) -> None:
         """tcpdump (headers only) on the senders and receivers, without probe/ping traffic."""
@@ -388,6 +396,7 @@ class TrialExecution:
         n_groups = max((f.group for f in self.flows), default=-1) + 1
         self.t0 = time.time()
         group, group_start = 0, self.t0
+        self.group_stats[0] = [_link_stats(self.net), None]
         while True:
             now = time.time()
             while events and now >= self.t0 + events[0].at_s:
@@ -402,9 +411,12 @@ class TrialExecution:
                     self._check_running(f, now)
             self.cpu.sample()
             if all(f.state == "done" for f in active):
+                if self.group_stats[group][1] is None:
+                    self.group_stats[group][1] = _link_stats(self.net)
                 if group + 1 < n_groups:
                     group += 1
                     time.sleep(self.spec.settle_s)
+                    self.group_stats[group] = [_link_stats(self.net), None]
                     group_start = time.time()
                     continue
                 if now - self.t0 >= self.spec.min_duration_s:
@@ -526,7 +538,8 @@ def measure_rows(
         st = _read_stats(f)
         src, dst = f.spec.src, f.spec.dst
         hops = [(lk.label, d) for lk, d in point_plan.hop_links(src, dst)]
-        drops = measure.path_drops(ex.link_before, ex.link_after, hops)
+        before, after = ex.group_stats.get(f.group) or (ex.link_before, ex.link_after)
+        drops = measure.path_drops(before, after or ex.link_after, hops)
         nodes = point_plan.spec.nodes
         so, do = nodes[src].operator or "", nodes[dst].operator or ""
         row: dict[str, Any] = {
@@ -854,7 +867,7 @@ def _analyse_capture(ex: TrialExecution) -> dict[str, Any]:
                 for pkt in reader:
                     if IP not in pkt:
                         continue
-                    l4 = pkt[TCP] if TCP in pkt else (pkt[UDP] if UDP in pkt else None)
+                    l4 = pkt[TCP] if TCP in pkt else pkt.getlayer(UDP)
                     if l4 is None:
                         continue
                     port = l4.dport if l4.dport in ports else (l4.sport if l4.sport in ports else None)
@@ -957,8 +970,8 @@ METHOD = {
     "bytes as reported by the stopped client",
     "cpu": "/proc/<pid>/stat utime+stime sampled every 0.25 s; cpu_limited when a process used >= 90 % of a "
     "core over the trial or any 1-s window",
-    "loss_pattern_seed": "the network is seeded once per structure (Network seed = run seed); per-trial seeds "
-    "drive the payload",
+    "loss_pattern_seed": "the network is seeded once per structure (Network seed = run seed); "
+    "per-trial seeds drive the payload",
 }
 
 

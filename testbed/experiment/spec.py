@@ -172,7 +172,7 @@ class ExperimentSpec:
         keys = list(self.grid)
         out = []
         for i, combo in enumerate(itertools.product(*(self.grid[k] for k in keys))):
-            values = dict(zip(keys, combo))
+            values = dict(zip(keys, combo, strict=True))
             links = dict(self.overrides)
             params = dict(self.topology_params)
             flows = {}
@@ -410,7 +410,7 @@ def _size(f: Mapping, ck: Checker, where: str) -> tuple[int | None, float | None
     if key == "duration_s":
         return None, ck.number(f, key, where, minimum=0, exclusive_min=True, maximum=3600)
     value = ck.number(f, key, where, minimum=0, exclusive_min=True)
-    return max(1, int(round(value * SIZE_UNITS[key]))), None
+    return max(1, round(value * SIZE_UNITS[key])), None
 
 
 def _flows(d: Mapping, ck: Checker) -> list[FlowSpec]:
