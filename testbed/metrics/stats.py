@@ -2,7 +2,13 @@
 
 Bootstrap: percentile method, ``N_BOOT`` resamples, numpy ``default_rng(seed)``: the same input
 and seed always give the same interval. With one observation no interval exists: the CI bounds
-are NaN and ``ci_note`` says why (no exception). NaN observations are dropped first.
+are NaN and ``note`` says why (no exception). NaN observations are dropped first.
+
+Small samples: the plain percentile bootstrap under-covers badly with the 2–5 repetitions
+experiments usually have (a nominal 95 % interval is nearer 70–80 %). By default the percentiles
+are therefore *expanded* (Hesterberg, "What teachers should know about the bootstrap", 2015,
+§4.3): α' / 2 = Φ(−√(n / (n − 1)) · t(1 − α/2, n − 1)). The expansion fades as n grows (n = 30
+moves 2.5 % to about 1.9 %); with n ≤ 3 the interval is the whole bootstrap range.
 """
 
 from __future__ import annotations
@@ -13,11 +19,22 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 N_BOOT = 2000
 CONFIDENCE = 0.95
 CI_UNDEFINED = "CI undefined (n<2)"
 NO_DATA = "no data"
+
+
+def tail_quantiles(n: int, confidence: float = CONFIDENCE, expand: bool = True) -> tuple[float, float]:
+    """Lower and upper percentile levels of the bootstrap distribution for an n-sample interval:
+    (α/2, 1 − α/2), expanded for small n (see module docstring) unless ``expand`` is False."""
+    alpha = 1 - confidence
+    if not expand or n < 2:
+        return alpha / 2, 1 - alpha / 2
+    lo = float(sps.norm.cdf(-math.sqrt(n / (n - 1)) * sps.t.ppf(1 - alpha / 2, n - 1)))
+    return lo, 1 - lo
 
 
 def _clean(values: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
@@ -35,18 +52,18 @@ def bootstrap_ci(
     stat: str = "mean",
     *,
     confidence: float = CONFIDENCE,
+    expand: bool = True,
     n_boot: int = N_BOOT,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of ``stat`` ("mean" or "median").
-    (NaN, NaN) with fewer than two observations."""
+    """Percentile-bootstrap confidence interval of ``stat`` ("mean" or "median"), expanded for
+    small samples unless ``expand`` is False. (NaN, NaN) with fewer than two observations."""
     a = _clean(values)
     if a.size < 2:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
     boots = _stat(stat)(a[rng.integers(0, a.size, (n_boot, a.size))], 1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    lo, hi = np.quantile(boots, tail_quantiles(a.size, confidence, expand))
     return float(lo), float(hi)
 
 
@@ -146,6 +163,7 @@ def paired_ratio(
     seed: int = 0,
     n_boot: int = N_BOOT,
     confidence: float = CONFIDENCE,
+    expand: bool = True,
 ) -> Comparison:
     """Ratio of means mean(A) / mean(B) over repetitions paired by rep, with a percentile-bootstrap
     CI that resamples whole pairs (keeping the per-rep seed/loss pattern shared by A and B).
@@ -164,8 +182,8 @@ def paired_ratio(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = x[idx].mean(axis=1) / den
     ratios = ratios[np.isfinite(ratios)]
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(ratios, [alpha, 1 - alpha]) if ratios.size else (math.nan, math.nan)
+    q = tail_quantiles(n, confidence, expand)
+    lo, hi = np.quantile(ratios, q) if ratios.size else (math.nan, math.nan)
     verdict, sig = _verdict(float(lo), float(hi), 1.0, higher_is_better)
     return Comparison(float(est), float(lo), float(hi), n, verdict, sig)
 
@@ -178,6 +196,7 @@ def difference(
     seed: int = 0,
     n_boot: int = N_BOOT,
     confidence: float = CONFIDENCE,
+    expand: bool = True,
 ) -> Comparison:
     """Difference of means mean(B) − mean(A) of two independent samples (run A vs run B), with a
     percentile-bootstrap CI resampling each sample separately. "better"/"worse" describes B
@@ -192,7 +211,6 @@ def difference(
     rng = np.random.default_rng(seed)
     dx = x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
     dy = y[rng.integers(0, y.size, (n_boot, y.size))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(dy - dx, [alpha, 1 - alpha])
+    lo, hi = np.quantile(dy - dx, tail_quantiles(n, confidence, expand))
     verdict, sig = _verdict(float(lo), float(hi), 0.0, higher_is_better)
     return Comparison(est, float(lo), float(hi), n, verdict, sig)
