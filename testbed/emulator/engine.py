@@ -8,8 +8,8 @@ What must hold for frames to cross intact (see `prepare_interfaces` and `NODE_SI
 - node side (inside the node namespaces, both ends of every emulated link): checksum offload
   off (`tx off`), so the node's stack writes full checksums: a frame still CHECKSUM_PARTIAL when
   it crosses the veth is read by AF_PACKET with only the pseudo-header sum and, re-sent by us,
-  arrives with a bad checksum and is dropped. TSO/GSO off, so no frame is larger than the MTU
-  (we cannot segment; oversize frames are counted and dropped).
+  arrives with a bad checksum and is dropped (TCP then stalls). TSO off, so no frame is larger
+  than the MTU (we cannot segment; oversize frames are counted and dropped). GSO may stay on.
 - root side (`if_a`, `if_b`): GRO/LRO off (else the kernel merges frames before we read them),
   the other offloads off too, IPv6 off and ARP off so the root namespace itself sends nothing
   on them and answers nothing from them.
@@ -52,8 +52,11 @@ SEND_EARLY_S = 20e-6  # frames due within this are sent now rather than after an
 IDLE_TIMEOUT_S = 0.5
 
 # ethtool -K arguments for the node-side interfaces of emulated links (inside the namespaces).
-# `tx off` also turns TSO off; gso/tso listed so an older ethtool that keeps them is explicit.
-NODE_SIDE_ETHTOOL = ["tx", "off", "tso", "off", "gso", "off"]
+# `tx off`: full checksums in software (it implies TSO off); `tso off` also covers TSO flavours
+# that do not depend on it (AccECN); `txvlan off` keeps VLAN tags inside the frame, where
+# AF_PACKET sees them. GSO stays on: the stack segments in software before the veth, so frames
+# stay within the MTU while the sender keeps its cheap 64 KB skbs (and its send buffer reach).
+NODE_SIDE_ETHTOOL = ["tx", "off", "tso", "off", "txvlan", "off"]
 # ethtool -K features turned off on the root ends; applied one by one, since veth lacks some.
 ROOT_SIDE_OFFLOADS = ["gro", "lro", "gso", "tso", "tx", "rx", "sg", "rx-gro-list", "rx-udp-gro-forwarding"]
 # features that must read "off" on a root end afterwards, or frames would be merged

@@ -8,15 +8,20 @@ per-process tag so concurrent users of the machine never collide.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
+import re
 import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..topology.model import LinkParams
 from .control import EmuLink
 from .engine import NODE_SIDE_ETHTOOL
-
-TCP_BUF_MAX = 32 << 20
 
 
 def sh(*argv: str, check: bool = True) -> str:
@@ -47,15 +52,76 @@ class LabLink:
     def in_y(self, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns_y, *argv]
 
+    def ping_rtts(self, count: int = 20, interval: float = 0.05) -> list[float]:
+        """RTTs (ms) of x -> y pings; lost ones are missing."""
+        out = sh(*self.in_x("ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1", self.ip_y),
+                 check=False)  # fmt: skip
+        return [float(m) for m in re.findall(r"time=([\d.]+) ms", out)]
+
+    def iperf_tcp(self, seconds: float = 3, omit: int = 1, reverse: bool = False, port: int = 5201) -> dict:
+        """iperf3 TCP x -> y (or y -> x): the receiver's goodput in Mbit/s and retransmits."""
+        srv = subprocess.Popen(self.in_y("iperf3", "-s", "-1", "-p", str(port)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            argv = ["iperf3", "-c", self.ip_y, "-p", str(port), "-t", str(seconds), "-O", str(omit), "-J"]
+            for _ in range(50):  # the server needs a moment to listen
+                res = subprocess.run(self.in_x(*argv, *(["-R"] if reverse else [])),
+                                     capture_output=True, text=True, timeout=seconds + 30)  # fmt: skip
+                data = json.loads(res.stdout or "{}")
+                if "error" not in data or "connect" not in data["error"]:
+                    break
+                time.sleep(0.1)
+            if "error" in data:
+                raise RuntimeError(f"iperf3: {data['error']}")
+            end = data["end"]
+            return {"mbps": end["sum_received"]["bits_per_second"] / 1e6,
+                    "retransmits": end["sum_sent"].get("retransmits", 0)}  # fmt: skip
+        finally:
+            srv.kill()
+            srv.wait()
+
+    def udp(self, count: int, size: int = 100, pps: float = 0, port: int = 5999, idle: float = 1.0) -> dict:
+        """Send `count` numbered datagrams x -> y; the receiver's JSON (seqs, owd_ms, arrival_s)."""
+        tool = [sys.executable, "-m", "testbed.emulator.udptool"]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        with tempfile.TemporaryDirectory() as tmp:
+            ready = Path(tmp) / "ready"
+            rx = subprocess.Popen(self.in_y(*tool, "recv", "--port", str(port), "--count", str(count),
+                                            "--idle", str(idle), "--ready-file", str(ready)),
+                                  stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+            try:
+                deadline = time.monotonic() + 10
+                while not ready.exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                tx = subprocess.run(self.in_x(*tool, "send", "--dst", self.ip_y, "--port", str(port),
+                                              "--count", str(count), "--size", str(size), "--pps", str(pps)),
+                                    capture_output=True, text=True, env=env, check=True)  # fmt: skip
+                out, _ = rx.communicate(timeout=60)
+            finally:
+                if rx.poll() is None:
+                    rx.kill()
+                    rx.wait()
+        result = json.loads(out)
+        result["sent"] = json.loads(tx.stdout)
+        return result
+
+
+_instances = itertools.count()
+
+
+def _unique_tag() -> str:
+    return f"{os.getpid() % 100000:05d}{next(_instances) % 100:02d}"
+
 
 @dataclass
 class Lab:
     """`n` namespace pairs with the emulator's root ends in between (context manager)."""
 
     n: int = 1
-    tag: str = field(default_factory=lambda: f"{os.getpid() % 100000:05d}")
+    tag: str = field(default_factory=_unique_tag)
     net: int = 213
     links: list[LabLink] = field(default_factory=list)
+    created: list[tuple[str, str]] = field(default_factory=list)  # ("netns" | "link", name)
 
     def __enter__(self) -> Lab:
         try:
@@ -73,16 +139,14 @@ class Lab:
         base = f"te{self.tag}{i:02d}"  # <= 9 characters + one suffix
         lk = LabLink(i, f"{base}x", f"{base}y", f"{base}a", f"{base}b",
                      f"10.{self.net}.{i}.1", f"10.{self.net}.{i}.2")  # fmt: skip
-        self.links.append(lk)  # registered first, so close() removes a half-built link
         for ns, root_if, ip in ((lk.ns_x, lk.if_a, lk.ip_x), (lk.ns_y, lk.if_b, lk.ip_y)):
             sh("ip", "netns", "add", ns)
+            self.created.append(("netns", ns))  # only what we made is ever removed
             sh("ip", "link", "add", root_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self.created.append(("link", root_if))
             run = ["ip", "netns", "exec", ns]
             sh(*run, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
                "net.ipv6.conf.default.disable_ipv6=1")  # fmt: skip
-            # GSO off means one skb per segment: 4 MiB of send buffer is ~400 Mbit/s at 40 ms
-            sh(*run, "sysctl", "-qw", f"net.ipv4.tcp_wmem=4096 16384 {TCP_BUF_MAX}",
-               f"net.ipv4.tcp_rmem=4096 131072 {TCP_BUF_MAX}")  # fmt: skip
             sh(*run, "ethtool", "-K", "eth0", *NODE_SIDE_ETHTOOL)
             sh(*run, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             sh(*run, "ip", "link", "set", "lo", "up")
@@ -91,19 +155,18 @@ class Lab:
         lk.mac_y = _mac(lk.ns_y)
         sh(*lk.in_x("ip", "neigh", "replace", lk.ip_y, "lladdr", lk.mac_y, "dev", "eth0", "nud", "permanent"))
         sh(*lk.in_y("ip", "neigh", "replace", lk.ip_x, "lladdr", lk.mac_x, "dev", "eth0", "nud", "permanent"))
+        self.links.append(lk)
         return lk
 
     def close(self) -> None:
-        for lk in self.links:
-            for ns, root_if in ((lk.ns_x, lk.if_a), (lk.ns_y, lk.if_b)):
-                with contextlib.suppress(Exception):
-                    sh("ip", "link", "del", root_if, check=False)
-                with contextlib.suppress(Exception):
-                    sh("ip", "netns", "del", ns, check=False)
+        for kind, name in reversed(self.created):
+            with contextlib.suppress(Exception):
+                sh("ip", kind, "del", name, check=False)
+        self.created.clear()
         self.links.clear()
 
     def names(self) -> list[str]:
-        return [n for lk in self.links for n in (lk.ns_x, lk.ns_y, lk.if_a, lk.if_b)]
+        return [name for _kind, name in self.created]
 
 
 def _mac(ns: str) -> str:

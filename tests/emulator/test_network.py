@@ -1,0 +1,176 @@
+"""The emulator on real namespaces, veths and processes: measured values against configured ones."""
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed.emulator.control import Emulator
+from testbed.emulator.lab import Lab, LabLink, leftovers
+from testbed.topology.model import LinkParams
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab(1, net=214) as lab:
+        yield lab
+
+
+@pytest.fixture
+def link(lab: Lab) -> LabLink:
+    return lab.links[0]
+
+
+@pytest.fixture
+def emulate(link: LabLink, tmp_path: Path) -> Iterator:
+    """Start an emulator on the lab link; stopped at the end of the test."""
+    started: list[Emulator] = []
+
+    def start(ab: LinkParams, ba: LinkParams | None = None, seed: int = 1) -> Emulator:
+        emu = Emulator([link.emu_link(ab, ba)], seed=seed, workdir=tmp_path / f"emu{len(started)}")
+        started.append(emu)
+        emu.start()
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def binom_interval99(n: int, p: float) -> tuple[float, float]:
+    sd = math.sqrt(n * p * (1 - p))
+    return n * p - 2.576 * sd, n * p + 2.576 * sd
+
+
+def stat(emu: Emulator, direction: str = "ab") -> dict:
+    return next(s for s in emu.stats() if s["direction"] == direction)
+
+
+def test_rtt_matches_twice_the_delay(link: LabLink, emulate) -> None:
+    emu = emulate(LinkParams())
+    base = median(link.ping_rtts(20))
+    emu.stop()
+    emulate(LinkParams(delay_ms=10.0))
+    rtts = link.ping_rtts(20)
+    assert len(rtts) == 20
+    added = median(rtts) - base
+    assert added == pytest.approx(20.0, abs=max(0.5, 0.03 * 20.0)), (base, rtts)
+
+
+def test_tcp_rate_matches_bw(link: LabLink, emulate) -> None:
+    emu = emulate(LinkParams(bw_mbps=50.0, delay_ms=5.0))
+    res = link.iperf_tcp(seconds=3, omit=1)
+    # the rate counts whole Ethernet frames (as tc does): 1448 payload bytes per 1514-byte frame
+    expected = 50.0 * 1448 / 1514
+    assert res["mbps"] == pytest.approx(expected, rel=0.05), res
+    s = stat(emu)
+    assert s["forwarded_pkts"] > 10000 and s["qdelay_p99_ms"] > 0
+
+
+def test_udp_loss_within_binomial_interval(link: LabLink, emulate) -> None:
+    emu = emulate(LinkParams(loss_pct=3.0, delay_ms=1.0))
+    n = 4000
+    res = link.udp(n, size=200, pps=8000)
+    lost = n - res["received"]
+    lo, hi = binom_interval99(n, 0.03)
+    assert lo <= lost <= hi
+    assert stat(emu)["dropped_loss"] == lost  # the model's drops are the only ones
+
+
+def test_same_seed_same_dropped_packets(link: LabLink, emulate) -> None:
+    def dropped(seed: int) -> set[int]:
+        emu = emulate(LinkParams(loss_pct=5.0, loss_burst=3.0), seed=seed)
+        res = link.udp(2000, size=200, pps=10000)
+        emu.stop()
+        return set(range(2000)) - set(res["seqs"])
+
+    first, again, other = dropped(7), dropped(7), dropped(8)
+    assert first and first == again
+    assert other != first
+
+
+def test_queue_overflow_drops_and_rate(link: LabLink, emulate) -> None:
+    emu = emulate(LinkParams(bw_mbps=10.0, queue_pkts=20))
+    n = 1500  # 1514-byte frames blasted at far more than 10 Mbit/s
+    res = link.udp(n, size=1472, pps=0)
+    s = stat(emu)
+    assert s["dropped_queue"] > 0
+    assert s["dropped_queue"] + res["received"] == n
+    arr = res["arrival_s"]
+    rate = (len(arr) - 1) * 1514 * 8 / (arr[-1] - arr[0]) / 1e6
+    assert rate == pytest.approx(10.0, rel=0.05)
+    # a full 20-frame FIFO at 10 Mbit/s is ~24 ms of queueing
+    assert s["qdelay_max_ms"] == pytest.approx(20 * 1514 * 8 / 10e6 * 1e3, rel=0.1)
+
+
+def test_runtime_change_takes_effect(link: LabLink, emulate) -> None:
+    emu = emulate(LinkParams(delay_ms=2.0))
+    before = median(link.ping_rtts(10))
+    emu.set_params(0, "ab", LinkParams(delay_ms=22.0))
+    after = median(link.ping_rtts(10))
+    assert after - before == pytest.approx(20.0, abs=1.0)
+    emu.set_params(0, "ba", LinkParams(delay_ms=2.0, loss_pct=100.0))
+    assert link.ping_rtts(5, interval=0.1) == []
+
+
+def test_link_down_drops_all_then_recovers(link: LabLink, emulate) -> None:
+    emu = emulate(LinkParams(delay_ms=1.0))
+    assert len(link.ping_rtts(3)) == 3
+    emu.set_down(0, True)
+    assert link.ping_rtts(5, interval=0.1) == []
+    s = stat(emu)
+    assert s["dropped_down"] >= 5
+    emu.set_down(0, False)
+    assert len(link.ping_rtts(3)) == 3
+
+
+def test_no_leftovers_after_stop(tmp_path: Path) -> None:
+    with Lab(1, net=215) as lab2:
+        names = lab2.names()
+        emu = Emulator([lab2.links[0].emu_link(LinkParams(delay_ms=1.0))], seed=1, workdir=tmp_path)
+        emu.start()
+        pids = emu.pids()
+        assert pids and emu.cpu_seconds() >= 0
+        emu.stop()
+        emu.stop()  # idempotent
+        assert all(not Path(f"/proc/{p}").exists() for p in pids)
+        assert not list(tmp_path.glob("*.sock"))
+    assert leftovers(names) == []
+
+
+def test_emulator_exits_when_owner_dies(link: LabLink, tmp_path: Path) -> None:
+    """An owner killed with SIGKILL leaves no emulator process behind."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from testbed.emulator.control import Emulator, EmuLink
+        from testbed.topology.model import LinkParams
+        emu = Emulator([EmuLink(0, {link.if_a!r}, {link.if_b!r}, LinkParams(), LinkParams())],
+                       seed=1, workdir={str(tmp_path)!r})
+        emu.start()
+        print(emu.pids()[0], flush=True)
+        time.sleep(60)
+    """)
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(owner.stdout.readline())
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    deadline = time.monotonic() + 3
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
