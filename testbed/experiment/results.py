@@ -181,8 +181,10 @@ def rebuild_tables(run_dir: Path, grid_keys: list[str]) -> tuple[pd.DataFrame, p
 
 def flow_key(df: pd.DataFrame) -> pd.Series:
     """A readable name per flow spec: `qtp/bbr` (plus the label or spec index when ambiguous)."""
-    base = df["protocol"].astype(str) + "/" + df["cc"].fillna("").astype(str)
-    label = df.get("label", pd.Series([""] * len(df), index=df.index)).fillna("").astype(str)
+    base = df["protocol"].astype(str) + "/" + df["cc"].astype(object).fillna("").astype(str)
+    label = pd.Series("", index=df.index)
+    if "label" in df:
+        label = df["label"].astype(object).fillna("").astype(str)
     named = base.where(label == "", label)
     if "flow_spec" in df:
         per_key = df.groupby(named)["flow_spec"].nunique()
