@@ -22,6 +22,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ NODE_SYSCTLS = {
     "net.ipv4.conf.default.rp_filter": 0,
     "net.ipv4.tcp_no_metrics_save": 1,  # every flow starts from scratch
 }
-BRIDGE = "br0"  # the bridge inside a switch node's namespace
+BRIDGE = "br0"
+NODE_START_THREADS = 8  # the bridge inside a switch node's namespace
 
 
 class Network:
@@ -85,6 +87,8 @@ class Network:
         self._nodes: dict[str, TestbedNode] = {}
         self._links: list[LinkState] = []
         self._state = "new"  # new -> starting -> running -> stopping -> stopped
+        self._record_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -121,7 +125,6 @@ class Network:
         for link in self._links:
             self._impl.wire(link)
         self._start_nodes()
-        self._run_in_nodes({name: self._sysctl_script(name) for name in self._nodes})
         self._make_veths()
         self._run_in_nodes({name: self._config_script(name) for name in self._nodes})
         self._impl.start(self._links)
@@ -144,17 +147,16 @@ class Network:
             _unblock_signals(blocked)
 
     def _teardown(self) -> None:
-        errors = []
-        if self._impl is not None:
-            try:
-                self._impl.stop()
-            except Exception as exc:  # teardown goes on; the leftovers check below reports
-                errors.append(f"backend stop: {exc}")
-        roots = self._record.root_interfaces if self._record else []
-        _delete_root_interfaces(roots)
-        inodes = self._record.netns_inodes() if self._record else set()
-        helpers = [ProcRef(**p) for p in (self._record.emulator if self._record else [])]
-        extra = kill_all([p.pid for p in helpers if p.alive()])
+        """Kill everything in our namespaces (the kernel then deletes their veths, and with
+        them the root ends, in one batch: much faster than deleting veths one by one), while
+        the backend stops in parallel; then delete any root interface still there."""
+        errors: list[str] = []
+        if self._pool is not None:  # node starts still in flight (start() interrupted)
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        stopper = threading.Thread(target=self._stop_backend, args=(errors,), daemon=True)
+        stopper.start()
+        record = self._record
+        inodes = record.netns_inodes() if record else set()
         victims = pids_in_netns(inodes) + [n.pid for n in self._nodes.values() if n.pid]
         kill_all(victims)
         for node in self._nodes.values():
@@ -162,18 +164,31 @@ class Network:
                 node.terminate()
             except Exception:  # already gone
                 pass
-        left = wait_gone(victims + extra) + pids_in_netns(inodes)
-        left_ifs = _wait_interfaces_gone(roots)
+        left = wait_gone(victims) + pids_in_netns(inodes)
+        stopper.join(timeout=20)
+        helpers = [ProcRef(**p) for p in (record.emulator if record else [])]
+        left += wait_gone(kill_all([p.pid for p in helpers if p.alive()]))
+        roots = record.root_interfaces if record else []
+        if _wait_interfaces_gone(roots, timeout=5.0):
+            _delete_root_interfaces(roots)
+        left_ifs = _wait_interfaces_gone(roots, timeout=1.0)
         if left or left_ifs:
             errors.append(f"left behind: pids {sorted(set(left))}, interfaces {left_ifs}")
-        if self._record is not None:
+        if record is not None:
             if errors:
                 print(f"testbed: network {self.netid}: {'; '.join(errors)}; run `testbed clean`",
                       file=sys.stderr)
             else:
-                self._record.remove()
+                record.remove()
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _stop_backend(self, errors: list[str]) -> None:
+        if self._impl is not None:
+            try:
+                self._impl.stop()
+            except Exception as exc:  # teardown goes on; the leftovers check reports
+                errors.append(f"backend stop: {exc}")
 
     # --- building -------------------------------------------------------------------------
 
@@ -193,22 +208,36 @@ class Network:
         return states
 
     def _start_nodes(self) -> None:
+        """Node shells (with their sysctls), several at a time: each start mostly waits."""
         self.mininet = Mininet(topo=None, build=False, controller=None, autoSetMacs=False)
+        self._pool = ThreadPoolExecutor(max_workers=NODE_START_THREADS)
+        futures = [self._pool.submit(self._start_node, name) for name in self.plan.spec.nodes]
+        self._pool.shutdown(wait=True)  # interrupted here, stop() waits for the pool itself
+        for future in futures:  # every start has ended (and its node is known to stop())
+            future.result()
         for name, spec in self.plan.spec.nodes.items():
-            ip = self._plan_ip(name)
-            node = TestbedNode(name, netid=self.netid, plan_ip=ip)
-            self._nodes[name] = node
+            node = self._nodes[name]
             self.mininet.nameToNode[name] = node
             (self.mininet.switches if spec.kind == "switch" else self.mininet.hosts).append(node)
-            self._record.nodes[name] = {"pid": node.pid, "start": ProcRef.of(node.pid).start,
-                                        "netns": netns_inode(node.pid)}
-        self._record.save()
         for link in self._links:
             ends = []
             for intf in (link.intf_a, link.intf_b):
                 node = self._nodes[intf.node]
                 ends.append(PlanIntf(intf.name, node, node.newPort(), intf.ip, intf.prefixlen, intf.mac))
             self.mininet.links.append(PlanLink(*ends))
+
+    def _start_node(self, name: str) -> None:
+        if self._state != "starting":  # interrupted: do not start more
+            return
+        node = TestbedNode(name, netid=self.netid, plan_ip=self._plan_ip(name))
+        with self._record_lock:
+            self._nodes[name] = node
+            self._record.nodes[name] = {"pid": node.pid, "start": ProcRef.of(node.pid).start,
+                                        "netns": netns_inode(node.pid)}
+            self._record.save()
+        out = node.cmd(f"{self._sysctl_script(name)}; echo rc=$?")
+        if "rc=0" not in out:
+            raise TestbedError(f"{name}: setting up the namespace failed: {out.strip()}")
 
     def _plan_ip(self, name: str) -> str | None:
         try:
