@@ -343,4 +343,4 @@ def _simulate_paths(plan: NetworkPlan, segment_of: dict[str, int]) -> dict[tuple
                 nxt = step[x]
                 tail[x] = [x, *nxt[:-1], *tail[nxt[-1]]]
             paths[(src, dst)] = tail[src]
-    return paths
+    return {(s, d): paths[(s, d)] for s in endpoints for d in endpoints if s != d}
