@@ -8,6 +8,7 @@ network, experiment and report layers (which only read them). Units are in field
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -213,7 +214,7 @@ class NetworkPlan:
         """Links (with direction) along the routed path from src to dst."""
         path = self.path(src, dst)
         out = []
-        for u, v in zip(path, path[1:]):
+        for u, v in itertools.pairwise(path):
             link = next(lk for lk in self.spec.links if {lk.a, lk.b} == {u, v})
             out.append((link, link.direction_from(u)))
         return out
