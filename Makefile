@@ -11,7 +11,7 @@ all: setup
 system-deps:
 	@PYTHON=$(PYTHON) WITH_BROWSER=$(WITH_BROWSER) scripts/install-system-deps.sh
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt setup.py $(wildcard */__init__.py)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
