@@ -1,0 +1,366 @@
+"""BBR (v1) congestion control for aioquic, registered as "bbr".
+
+A model-based controller: it estimates the bottleneck bandwidth (windowed max of delivery-rate
+samples over 10 round trips) and the path's propagation delay (min RTT over 10 s) and sends at
+`pacing_gain x btl_bw` with `cwnd = cwnd_gain x BDP`. Losses do not change the model, so random
+(non-congestive) loss does not collapse the rate, unlike Reno/CUBIC (Mathis: ~MSS/RTT/sqrt(p)).
+
+Follows draft-cardwell-iccrg-bbr-congestion-control-00 and Linux tcp_bbr.c:
+STARTUP (gain 2/ln2) until the bandwidth stops growing 25 % for 3 rounds, DRAIN until inflight
+<= BDP, PROBE_BW cycling pacing gains 1.25, 0.75, 1 x 6 (one min RTT each), PROBE_RTT
+(cwnd 4 packets for max(200 ms, 1 round)) when the min RTT is 10 s old.
+Delivery rate: draft-cheng-iccrg-delivery-rate-estimation. aioquic's `QuicSentPacket` is a
+plain dataclass, so each packet carries its (delivered, delivered_time, first_sent_time) as an
+extra attribute `bbr_rs` set at send time.
+
+Pacing: aioquic's recovery paces with `QuicPacketPacer.update_rate(cwnd, srtt)` (rate
+cwnd/srtt), called only after RTT samples and losses. Importing this module wraps
+`QuicPacketRecovery.__init__` so that a recovery whose controller is BBR gets a `BbrPacer`,
+which the controller drives directly with `pacing_gain x btl_bw` on every change.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from aioquic.quic import recovery as _recovery
+from aioquic.quic.congestion.base import QuicCongestionControl, register_congestion_control
+from aioquic.quic.packet_builder import QuicSentPacket
+
+HIGH_GAIN = 2 / math.log(2)  # 2.885: doubles the sending rate each round in STARTUP
+DRAIN_GAIN = 1 / HIGH_GAIN
+PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+CWND_GAIN = 2.0
+BW_WINDOW_ROUNDS = 10
+MIN_RTT_WINDOW_S = 10.0
+PROBE_RTT_DURATION_S = 0.2
+MIN_PIPE_PACKETS = 4  # cwnd floor, also the PROBE_RTT cwnd
+FULL_BW_GROWTH = 1.25
+FULL_BW_ROUNDS = 3
+INITIAL_WINDOW_PACKETS = 10
+# The pacer's burst allowance: 16 datagrams, or 1 ms of data at high rates (a Python sender
+# cannot wake up more often than that without wasting the CPU it needs to build packets).
+PACER_BURST_PACKETS = 16
+PACER_BURST_S = 0.001
+
+STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
+
+
+class BbrPacer(_recovery.QuicPacketPacer):
+    """aioquic's token-bucket pacer, driven by BBR's pacing rate instead of cwnd/srtt."""
+
+    def __init__(self, *, max_datagram_size: int, cc: BbrCongestionControl) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        self._cc = cc
+        cc.pacer = self
+
+    # aioquic's bucket lets a packet go whenever *any* credit has accrued and then zeroes it,
+    # so ack-clocked sends (wake-ups every ack) escape pacing. Here a packet needs a whole
+    # packet time of credit, and credit spent is spent.
+    def next_send_time(self, now: float) -> float | None:
+        if self.packet_time is not None:
+            self.update_bucket(now=now)
+            # (1 µs slack: a timer firing at the computed time must find enough credit)
+            if self.bucket_time + _recovery.K_MICRO_SECOND < self.packet_time:
+                return now + self.packet_time - self.bucket_time
+        return None
+
+    def update_after_send(self, now: float) -> None:
+        if self.packet_time is not None:
+            self.update_bucket(now=now)
+            self.bucket_time = max(self.bucket_time - self.packet_time, -self.bucket_max)
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        # Called by the recovery after RTT samples and losses: keep BBR's rate once it has one.
+        if self._cc.pacing_rate > 0:
+            self.set_rate(self._cc.pacing_rate)
+        else:
+            super().update_rate(congestion_window, smoothed_rtt)
+
+    def set_rate(self, rate: float) -> None:
+        """Pace at `rate` bytes/s."""
+        mds = self._max_datagram_size
+        self.packet_time = max(_recovery.K_MICRO_SECOND, min(mds / rate, _recovery.K_SECOND))
+        burst = max(PACER_BURST_PACKETS * mds / rate, PACER_BURST_S)
+        cwnd_quarter = self._cc.congestion_window / 4 / rate
+        self.bucket_max = max(2 * mds / rate, min(cwnd_quarter, burst))
+        if self.bucket_time > self.bucket_max:
+            self.bucket_time = self.bucket_max
+
+
+class BbrCongestionControl(QuicCongestionControl):
+    """BBR v1: see the module docstring. Rates are bytes/s, times seconds."""
+
+    def __init__(self, *, max_datagram_size: int, rng: random.Random | None = None) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        self._mds = max_datagram_size
+        self._rng = rng or random.Random()
+        self.congestion_window = INITIAL_WINDOW_PACKETS * max_datagram_size
+        self.pacer: BbrPacer | None = None
+        self.pacing_rate = 0.0
+        # delivery-rate estimation
+        self._delivered = 0
+        self._delivered_time = 0.0
+        self._first_sent_time = 0.0
+        self._prior_delivered = 0  # delivered-at-send of the newest packet acked so far
+        # round trips
+        self._round_count = 0
+        self._next_round_delivered = 0
+        # model
+        self._bw_rounds: deque[list[float]] = deque()  # [round, max sample in that round]
+        self.btl_bw = 0.0
+        self.min_rtt = math.inf
+        self._min_rtt_stamp = 0.0
+        # state machine
+        self.state = STARTUP
+        self.pacing_gain = HIGH_GAIN
+        self.cwnd_gain = HIGH_GAIN
+        self._filled_pipe = False
+        self._full_bw = 0.0
+        self._full_bw_count = 0
+        self._cycle_index = 0
+        self._cycle_stamp = 0.0
+        self._probe_rtt_done_stamp: float | None = None
+        self._probe_rtt_round_done = False
+        self._prior_cwnd = 0
+        self._lost_in_cycle = False
+        # counters for reports
+        self.packets_lost = 0
+        self.bytes_lost = 0
+
+    # -- aioquic hooks ----------------------------------------------------------------------
+
+    def on_packet_sent(self, *, packet: QuicSentPacket) -> None:
+        if self.bytes_in_flight == 0:
+            # Starting from idle: the flight (and its ack-rate interval) begins now.
+            self._first_sent_time = self._delivered_time = packet.sent_time
+        packet.bbr_rs = (self._delivered, self._delivered_time, self._first_sent_time)
+        self.bytes_in_flight += packet.sent_bytes
+
+    def on_packet_acked(self, *, now: float, packet: QuicSentPacket) -> None:
+        size = packet.sent_bytes
+        self.bytes_in_flight -= size
+        self._delivered += size
+        self._delivered_time = now
+        p_delivered, p_delivered_time, p_first_sent = packet.bbr_rs
+
+        round_start = False
+        if p_delivered >= self._next_round_delivered:
+            self._next_round_delivered = self._delivered
+            self._round_count += 1
+            round_start = True
+        if p_delivered >= self._prior_delivered:
+            self._prior_delivered = p_delivered
+            self._first_sent_time = packet.sent_time
+
+        # Rate sample: data delivered since this packet was sent, over the longer of its send
+        # and ack intervals (the shorter one can be compressed by bursts or ack aggregation).
+        # Intervals shorter than the min RTT are discarded: they would overestimate.
+        interval = max(packet.sent_time - p_first_sent, now - p_delivered_time)
+        if interval > 0 and (interval >= self.min_rtt or math.isinf(self.min_rtt)):
+            self._update_bw((self._delivered - p_delivered) / interval, round_start)
+        elif round_start:
+            self._update_bw(0.0, True)
+
+        self._update_state(now, round_start)
+        self._update_cwnd(size)
+        self._update_pacing_rate()
+
+    def on_packets_expired(self, *, packets: Iterable[QuicSentPacket]) -> None:
+        for packet in packets:
+            self.bytes_in_flight -= packet.sent_bytes
+
+    def on_packets_lost(self, *, now: float, packets: Iterable[QuicSentPacket]) -> None:
+        # BBR v1 keeps its model on loss: random loss says nothing about the bottleneck.
+        for packet in packets:
+            self.bytes_in_flight -= packet.sent_bytes
+            self.packets_lost += 1
+            self.bytes_lost += packet.sent_bytes
+        self._lost_in_cycle = True
+
+    def on_persistent_congestion(self) -> None:
+        # Like an RTO in Linux BBR: restart from the minimum window; acks regrow it to target.
+        self.congestion_window = MIN_PIPE_PACKETS * self._mds
+
+    def on_rtt_measurement(self, *, now: float, rtt: float) -> None:
+        if rtt <= self.min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW_S:
+            self.min_rtt = rtt
+            self._min_rtt_stamp = now
+        if self.pacing_rate == 0.0 and self.btl_bw == 0.0:
+            # Before any bandwidth sample: pace the initial window over one RTT at high gain.
+            self.pacing_rate = HIGH_GAIN * self.congestion_window / max(rtt, 0.001)
+            self._push_pacing_rate()
+
+    def get_log_data(self) -> dict[str, Any]:
+        data = super().get_log_data()
+        data.update(self.snapshot())
+        return data
+
+    # -- model ------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The model's state, for logs and transfer statistics."""
+        return {
+            "bbr_state": self.state,
+            "btl_bw_mbps": round(self.btl_bw * 8 / 1e6, 3),
+            "min_rtt_ms": None if math.isinf(self.min_rtt) else round(self.min_rtt * 1e3, 3),
+            "pacing_rate_mbps": round(self.pacing_rate * 8 / 1e6, 3),
+            "pacing_gain": self.pacing_gain,
+            "round_count": self._round_count,
+        }
+
+    @property
+    def bdp(self) -> float:
+        """Bandwidth-delay product in bytes (0 before the first samples)."""
+        if self.btl_bw == 0.0 or math.isinf(self.min_rtt):
+            return 0.0
+        return self.btl_bw * self.min_rtt
+
+    def _update_bw(self, sample: float, round_start: bool) -> None:
+        rounds = self._bw_rounds
+        if round_start or not rounds:
+            rounds.append([self._round_count, sample])
+            while rounds[0][0] <= self._round_count - BW_WINDOW_ROUNDS:
+                rounds.popleft()
+            self.btl_bw = max(r[1] for r in rounds)
+        elif sample > rounds[-1][1]:
+            rounds[-1][1] = sample
+            if sample > self.btl_bw:
+                self.btl_bw = sample
+
+    def _inflight_target(self, gain: float) -> float:
+        bdp = self.bdp
+        if bdp == 0.0:
+            return INITIAL_WINDOW_PACKETS * self._mds
+        # + 3 datagrams: room for delayed/aggregated acks (Linux's quantization budget)
+        return gain * bdp + 3 * self._mds
+
+    def _update_state(self, now: float, round_start: bool) -> None:
+        if self.state == STARTUP and round_start:
+            self._check_full_pipe()
+        if self.state == DRAIN and self.bytes_in_flight <= self._inflight_target(1.0):
+            self._enter_probe_bw(now)
+        if self.state == PROBE_BW:
+            self._update_gain_cycle(now)
+        if self.state != PROBE_RTT and now - self._min_rtt_stamp > MIN_RTT_WINDOW_S:
+            self._enter_probe_rtt()
+        if self.state == PROBE_RTT:
+            self._handle_probe_rtt(now, round_start)
+
+    def _check_full_pipe(self) -> None:
+        if self.btl_bw >= self._full_bw * FULL_BW_GROWTH:
+            self._full_bw = self.btl_bw
+            self._full_bw_count = 0
+            return
+        self._full_bw_count += 1
+        if self._full_bw_count >= FULL_BW_ROUNDS:
+            self._filled_pipe = True
+            self.state = DRAIN
+            self.pacing_gain = DRAIN_GAIN
+            self.cwnd_gain = HIGH_GAIN
+
+    def _enter_probe_bw(self, now: float) -> None:
+        self.state = PROBE_BW
+        self.cwnd_gain = CWND_GAIN
+        # Start at a random phase other than the 0.75 one, so flows do not probe in lockstep.
+        self._cycle_index = self._rng.choice([i for i in range(len(PROBE_BW_GAINS)) if i != 1])
+        self._cycle_stamp = now
+        self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
+
+    def _update_gain_cycle(self, now: float) -> None:
+        elapsed = now - self._cycle_stamp > self.min_rtt
+        gain = self.pacing_gain
+        if gain > 1.0:
+            advance = elapsed and (self._lost_in_cycle or self.bytes_in_flight >= self._inflight_target(gain))
+        elif gain < 1.0:
+            advance = elapsed or self.bytes_in_flight <= self._inflight_target(1.0)
+        else:
+            advance = elapsed
+        if advance:
+            self._cycle_index = (self._cycle_index + 1) % len(PROBE_BW_GAINS)
+            self._cycle_stamp = now
+            self._lost_in_cycle = False
+            self.pacing_gain = PROBE_BW_GAINS[self._cycle_index]
+
+    def _enter_probe_rtt(self) -> None:
+        self.state = PROBE_RTT
+        self.pacing_gain = 1.0
+        self.cwnd_gain = 1.0
+        self._prior_cwnd = self.congestion_window
+        self._probe_rtt_done_stamp = None
+
+    def _handle_probe_rtt(self, now: float, round_start: bool) -> None:
+        if self._probe_rtt_done_stamp is None:
+            if self.bytes_in_flight <= MIN_PIPE_PACKETS * self._mds:
+                self._probe_rtt_done_stamp = now + PROBE_RTT_DURATION_S
+                self._probe_rtt_round_done = False
+                self._next_round_delivered = self._delivered
+            return
+        if round_start:
+            self._probe_rtt_round_done = True
+        if self._probe_rtt_round_done and now >= self._probe_rtt_done_stamp:
+            self._min_rtt_stamp = now  # the min RTT is fresh again (or confirmed)
+            self.congestion_window = max(self.congestion_window, self._prior_cwnd)
+            if self._filled_pipe:
+                self._enter_probe_bw(now)
+            else:
+                self.state = STARTUP
+                self.pacing_gain = self.cwnd_gain = HIGH_GAIN
+
+    def _update_cwnd(self, acked: int) -> None:
+        floor = MIN_PIPE_PACKETS * self._mds
+        if self.state == PROBE_RTT:
+            self.congestion_window = floor
+            return
+        target = self._inflight_target(self.cwnd_gain)
+        cwnd = self.congestion_window
+        if self._filled_pipe:
+            cwnd = min(cwnd + acked, target)
+        elif cwnd < target or self._delivered < INITIAL_WINDOW_PACKETS * self._mds:
+            cwnd += acked
+        self.congestion_window = int(max(cwnd, floor))
+
+    def _update_pacing_rate(self) -> None:
+        if self.btl_bw == 0.0:
+            return
+        rate = self.pacing_gain * self.btl_bw
+        # In STARTUP never slow down: early samples underestimate the path.
+        if rate != self.pacing_rate and (self._filled_pipe or rate > self.pacing_rate):
+            self.pacing_rate = rate
+            self._push_pacing_rate()
+
+    def _push_pacing_rate(self) -> None:
+        if self.pacer is not None:
+            self.pacer.set_rate(self.pacing_rate)
+
+
+def _install_pacer(recovery: Any) -> None:
+    """Give a recovery whose controller is BBR a pacer that BBR drives."""
+    cc = getattr(recovery, "_cc", None)
+    pacer = getattr(recovery, "_pacer", None)
+    if isinstance(cc, BbrCongestionControl) and isinstance(pacer, _recovery.QuicPacketPacer):
+        recovery._pacer = BbrPacer(max_datagram_size=pacer._max_datagram_size, cc=cc)
+
+
+def _wrap_recovery_init() -> None:
+    init = _recovery.QuicPacketRecovery.__init__
+    if getattr(init, "_bbr_wrapped", False):
+        return
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        _install_pacer(self)
+
+    __init__._bbr_wrapped = True  # type: ignore[attr-defined]
+    _recovery.QuicPacketRecovery.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _factory(*, max_datagram_size: int) -> BbrCongestionControl:
+    return BbrCongestionControl(max_datagram_size=max_datagram_size)
+
+
+register_congestion_control("bbr", _factory)
+_wrap_recovery_init()
