@@ -28,7 +28,7 @@ def parse_assignments(items: tuple[str, ...], option: str) -> dict:
 
 def run_cli(net) -> None:
     """Mininet's CLI on the network; from a pipe it runs the piped commands and returns."""
-    from ..network.nodes import TestbedCLI
+    from ..network.nodes import TestbedCLI, cli_output_on_stdout
 
     if sys.stdin.isatty():
         TestbedCLI(net.mininet)
@@ -38,7 +38,7 @@ def run_cli(net) -> None:
     # The CLI also polls its stdin while a command runs and forwards what it reads to the
     # node: give it a pipe that never has data, and the commands as a script.
     read_fd, write_fd = os.pipe()
-    with os.fdopen(read_fd) as idle, os.fdopen(write_fd, "w"):
+    with os.fdopen(read_fd) as idle, os.fdopen(write_fd, "w"), cli_output_on_stdout():
         TestbedCLI(net.mininet, stdin=idle, script=str(script))
 
 

@@ -6,11 +6,15 @@ only describe what exists: they run no per-interface commands (Mininet's Intf.co
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 from cmd import Cmd
+from collections.abc import Iterator
 
 from mininet.cli import CLI
 from mininet.link import Intf, Link
-from mininet.log import error
+from mininet.log import OUTPUT, StreamHandlerNoNewline, error, lg
 from mininet.node import Node
 
 from .state import shell_tag
@@ -90,3 +94,28 @@ class TestbedCLI(CLI):
             ip = self.mn[word].IP()
             return ip or word
         return word
+
+
+@contextlib.contextmanager
+def cli_output_on_stdout() -> Iterator[None]:
+    """Mininet logs command output (level OUTPUT) to stderr; a shell prints it on stdout."""
+
+    def only_output(record: logging.LogRecord) -> bool:
+        return record.levelno == OUTPUT
+
+    def not_output(record: logging.LogRecord) -> bool:
+        return record.levelno != OUTPUT
+
+    out = StreamHandlerNoNewline(sys.stdout)
+    out.setFormatter(logging.Formatter("%(message)s"))
+    out.addFilter(only_output)
+    handlers = list(lg.handlers)
+    for handler in handlers:
+        handler.addFilter(not_output)
+    lg.addHandler(out)
+    try:
+        yield
+    finally:
+        lg.removeHandler(out)
+        for handler in handlers:
+            handler.removeFilter(not_output)
