@@ -180,12 +180,14 @@ def rebuild_tables(run_dir: Path, grid_keys: list[str]) -> tuple[pd.DataFrame, p
 
 
 def flow_key(df: pd.DataFrame) -> pd.Series:
-    """A readable name per flow spec: `qtp/bbr` (plus the label or spec index when ambiguous)."""
-    base = df["protocol"].astype(str) + "/" + df["cc"].astype(object).fillna("").astype(str)
-    label = pd.Series("", index=df.index)
+    """A readable name per flow spec: `qtp/bbr`, its label if it has one, `src>dst` when the run
+    has several paths, and `#<spec index>` when that still is ambiguous."""
+    named = df["protocol"].astype(str) + "/" + df["cc"].astype(object).fillna("").astype(str)
     if "label" in df:
         label = df["label"].astype(object).fillna("").astype(str)
-    named = base.where(label == "", label)
+        named = named.where(label == "", label)
+    if {"src", "dst"} <= set(df.columns) and df[["src", "dst"]].drop_duplicates().shape[0] > 1:
+        named = named + " " + df["src"].astype(str) + ">" + df["dst"].astype(str)
     if "flow_spec" in df:
         per_key = df.groupby(named)["flow_spec"].nunique()
         ambiguous = named.map(per_key).fillna(1) > 1
@@ -196,8 +198,9 @@ def flow_key(df: pd.DataFrame) -> pd.Series:
 def summarize(
     results: pd.DataFrame, grid_keys: list[str], seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per grid point and flow: n, mean, median, p95 and bootstrap CI of the main metrics; and the
-    paired comparison (ratio of means, paired by repetition) of every flow against the first."""
+    """Per grid point and flow: n, mean, median, p95 and bootstrap CI of the main metrics; and,
+    per grid point and path, the paired comparison (ratio of means, paired by repetition) of
+    every flow against the path's first flow in spec order."""
     if results.empty:
         return pd.DataFrame(), pd.DataFrame()
     df = results.copy()
@@ -212,30 +215,30 @@ def summarize(
             parts.append(part)
     summary = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     comps = []
-    for point, group in df.groupby("point", sort=True):
+    for (point, _src, _dst), group in df.groupby(["point", "src", "dst"], sort=True):
         names = list(dict.fromkeys(group.sort_values("flow_spec")["flow_name"]))
-        if len(names) < 2:
-            continue
-        ref = names[0]
         for metric, higher in SUMMARY_METRICS[:2]:
-            per = group.groupby(["flow_name", "rep"])[metric].mean()
-            if ref not in per.index.get_level_values(0):
+            if len(names) < 2 or metric not in group:
                 continue
-            base = per.loc[ref]
+            per = group.groupby(["flow_name", "rep"])[metric].mean()
+            present = set(per.index.get_level_values(0))
+            if names[0] not in present:
+                continue
             for other in names[1:]:
-                if other not in per.index.get_level_values(0):
-                    continue
-                c = stats.paired_ratio(per.loc[other], base, higher_is_better=higher, seed=seed)
-                comps.append(
-                    {
-                        "point": point,
-                        **{k: group[k].iloc[0] for k in grid_keys},
-                        "metric": metric,
-                        "a": other,
-                        "b": ref,
-                        **c.as_dict(),
-                    }
-                )
+                if other in present:
+                    c = stats.paired_ratio(
+                        per.loc[other], per.loc[names[0]], higher_is_better=higher, seed=seed
+                    )
+                    comps.append(
+                        {
+                            "point": point,
+                            **{k: group[k].iloc[0] for k in grid_keys},
+                            "metric": metric,
+                            "a": other,
+                            "b": names[0],
+                            **c.as_dict(),
+                        }
+                    )
     return summary, pd.DataFrame(comps)
 
 

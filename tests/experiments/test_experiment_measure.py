@@ -117,6 +117,8 @@ def _row(trial, order, flow, proto, cc, rep, goodput, point=0):
         "x.loss_pct": point,
         "flow": flow,
         "flow_spec": flow,
+        "src": "h1",
+        "dst": "h2",
         "protocol": proto,
         "cc": cc,
         "goodput_mbps": goodput,
