@@ -173,7 +173,7 @@ def path_tables(run: Run, df: pd.DataFrame) -> PathTables:
 def _policy_checks(run: Run, agg: pd.DataFrame) -> pd.DataFrame:
     """hubs.md policy checks per path: latency circle between hubs, direct-link bound (when the
     endpoints have coordinates), cross-operator thresholds vs the intra path of the same sites."""
-    nodes = topology_nodes(run.metadata)
+    nodes = topology_nodes(run)
     hub_run = any(str(n.get("kind")) == "hub" for n in nodes.values()) or (agg["path_kind"] != "").any()
     if not hub_run:
         return pd.DataFrame(

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..metrics import qos
@@ -135,8 +136,12 @@ def _overview(run: Run, df: pd.DataFrame, protos: an.ProtocolTables) -> list[Blo
 
 def _fidelity_summary(fc) -> str:
     if fc is None:
-        return "skipped (not run)"
+        return "not run"
     if isinstance(fc, dict):
+        if "skipped" in fc:
+            return f"skipped ({fc['skipped']})"
+        if "error" in fc:
+            return f"**error**: {fc['error']}"
         for key in ("ok", "passed", "pass"):
             if key in fc:
                 return (
@@ -174,29 +179,102 @@ def _what_was_run(run: Run, figs: dict[str, Figure]) -> list[Block]:
         )
     out = [Block("h2", "What was run"), Block("kv", items=kv)]
     out += _fig(figs, "topology")
-    links = topo.get("links_applied")
-    if isinstance(links, list) and links and all(isinstance(x, dict) for x in links):
-        t = pd.DataFrame(links).map(lambda v: fmt(v) if isinstance(v, float) else ("–" if v is None else v))
-        t, note = _cut(t, "link directions", "metadata.json")
+    links = _links_applied(topo.get("links_applied"))
+    if not links.empty:
+        links, note = _cut(links, "link directions", "metadata.json")
         out += [
             Block("h3", "Links as applied"),
             Block(
                 "table",
-                table=t,
+                table=links,
                 note=note
-                or "What each link direction really got from the backend (not only what was asked).",
+                or "What each link direction really got from the backend "
+                "when the network started (grid points then change the swept fields per trial).",
             ),
         ]
     fc = m.get("fidelity_check")
     out.append(Block("h3", "Fidelity check"))
     out.append(Block("p", f"Result: {_fidelity_summary(fc)}."))
-    checks = fc.get("checks") if isinstance(fc, dict) else None
-    if isinstance(checks, list) and checks and all(isinstance(x, dict) for x in checks):
-        t = pd.DataFrame(checks).map(lambda v: fmt(v) if isinstance(v, (float, bool)) else v)
-        out.append(Block("table", table=t))
-    elif fc is not None:
+    rows = _fidelity_rows(fc)
+    if not rows.empty:
+        out.append(Block("table", table=rows))
+    elif isinstance(fc, dict) and not ({"skipped", "error"} & set(fc)):
         out.append(Block("pre", json.dumps(fc, indent=1, default=str)[:4000]))
     return out
+
+
+LINK_FIELDS = ("bw_mbps", "delay_ms", "jitter_ms", "loss_pct", "loss_burst", "queue_pkts")
+
+
+def _links_applied(links) -> pd.DataFrame:
+    """metadata.topology.links_applied -> one row per link direction (entries with ``ab``/``ba``
+    mappings, as the network layer records them), or the entries as they are."""
+    if not isinstance(links, list) or not links or not all(isinstance(x, dict) for x in links):
+        return pd.DataFrame()
+    rows = []
+    for lk in links:
+        if isinstance(lk.get("ab"), dict) or isinstance(lk.get("ba"), dict):
+            for d in ("ab", "ba"):
+                p = lk.get(d) or {}
+                a, b = (
+                    (lk.get("a", "?"), lk.get("b", "?"))
+                    if d == "ab"
+                    else (lk.get("b", "?"), lk.get("a", "?"))
+                )
+                rows.append(
+                    {
+                        "link": lk.get("link", ""),
+                        "direction": f"{a} → {b}",
+                        "mode": lk.get("mode", ""),
+                        **{f: p.get(f) for f in LINK_FIELDS},
+                        "notes": "; ".join(map(str, lk.get("notes") or []))
+                        + (" DOWN" if lk.get("down") else ""),
+                    }
+                )
+        else:
+            rows.append(dict(lk))
+    t = pd.DataFrame(rows)
+    return t.map(
+        lambda v: (
+            "–"
+            if v is None or (isinstance(v, float) and np.isnan(v))
+            else fmt(v)
+            if isinstance(v, float)
+            else v
+        )
+    )
+
+
+def _fidelity_rows(fc) -> pd.DataFrame:
+    """`testbed check --json` rows (per backend) as a table; also accepts a flat ``checks`` list."""
+    if not isinstance(fc, dict):
+        return pd.DataFrame()
+    rows = []
+    for b in fc.get("backends") or []:
+        if not isinstance(b, dict):
+            continue
+        for r in b.get("rows") or []:
+            if isinstance(r, dict):
+                rows.append(
+                    {
+                        "backend": b.get("backend", ""),
+                        "setting": r.get("name", ""),
+                        "expected": fmt(r.get("expected")),
+                        "measured": fmt(r.get("measured")),
+                        "tolerance": r.get("tolerance", ""),
+                        "result": _ok(r.get("passed")),
+                        "detail": r.get("detail", ""),
+                    }
+                )
+    for r in fc.get("checks") or []:
+        if isinstance(r, dict):
+            rows.append(
+                {
+                    k: (fmt(v) if isinstance(v, float) else _ok(v) if isinstance(v, bool) else v)
+                    for k, v in r.items()
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _flags(df: pd.DataFrame) -> list[Block]:

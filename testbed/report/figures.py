@@ -189,6 +189,8 @@ def fairness_over_time(df: pd.DataFrame, ts: pd.DataFrame | None, out: Path) -> 
         {"trial": piv.index.get_level_values(0), "t_s": piv.index.get_level_values(1), "jain": jain}
     )
     j = j[n >= 2]
+    if j.empty:  # flows of a trial ran one after another: nothing concurrent to compare
+        return None
     j["mix"] = j["trial"].map(mix)
     fig, ax = plt.subplots(figsize=(10, 3.8))
     mixes = sorted(j["mix"].dropna().unique())
@@ -412,36 +414,31 @@ def fct_distribution(df: pd.DataFrame, out: Path) -> Figure | None:
 
 def topology_figure(run: Run, out: Path) -> Figure | None:
     """The topology picture via testbed.topology.draw.draw_topology, when that module exists and the
-    run's metadata holds a topology it can rebuild; otherwise nothing (logged)."""
+    run's topology could be rebuilt (load.load_topology_spec); otherwise nothing (logged)."""
+    spec = run.topology
+    if spec is None:
+        return None
     try:
         draw = importlib.import_module("testbed.topology.draw").draw_topology
     except (ImportError, AttributeError):
         return None
-    topo = run.metadata.get("topology") or {}
-    spec = None
+    path = out / "topology.png"
     try:
-        spec_mod = importlib.import_module("testbed.topology.spec")
-        if isinstance(topo.get("spec"), dict) and hasattr(spec_mod, "topology_from_dict"):
-            spec = spec_mod.topology_from_dict(topo["spec"], f"{run.path}/metadata.json")
-        else:
-            ref = (run.metadata.get("resolved") or {}).get("topology") or topo.get("name")
-            params = (run.metadata.get("resolved") or {}).get("topology_params")
-            if isinstance(ref, dict) and hasattr(spec_mod, "topology_from_dict"):
-                spec = spec_mod.topology_from_dict(ref, f"{run.path}/metadata.json")
-            elif isinstance(ref, str) and hasattr(spec_mod, "load_topology"):
-                spec = spec_mod.load_topology(ref, params=params) if params else spec_mod.load_topology(ref)
-        if spec is None:
-            return None
-        path = out / "topology.png"
         draw(spec, path)
-        plt.close("all")
-        if not path.is_file():
-            return None
-    except Exception as exc:  # an optional picture must never break the report
+    except Exception as exc:
         log.warning("topology figure skipped: %s", exc)
-        plt.close("all")
         return None
-    return Figure("topology", "Topology", f"Topology `{getattr(spec, 'name', '')}` as specified.", path)
+    finally:
+        plt.close("all")
+    if not path.is_file():
+        return None
+    return Figure(
+        "topology",
+        "Topology",
+        f"Topology `{getattr(spec, 'name', '')}` as specified "
+        "(link labels: configured rate, one-way delay, loss before the grid's overrides).",
+        path,
+    )
 
 
 def all_figures(run: Run, df: pd.DataFrame, paths: pd.DataFrame, out: Path, seed: int = 0) -> list[Figure]:

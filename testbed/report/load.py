@@ -45,6 +45,12 @@ STANDARD_COLUMNS = (
     "packets_lost",
     "bytes_sent",
     "bytes_retransmitted",
+    "flow_spec",
+    "label",
+    "duration_s",
+    "idle_owd_p50_ms",
+    "idle_owd_p95_ms",
+    "bottleneck_flows",
     "cwnd_bytes",
     "cpu_client_s",
     "cpu_server_s",
@@ -120,6 +126,7 @@ class Run:
     probes: pd.DataFrame | None = None
     grid_cols: list[str] = field(default_factory=list)  # all grid columns
     condition_cols: list[str] = field(default_factory=list)  # grid columns minus protocol choice
+    topology: Any = None  # TopologySpec rebuilt from metadata.topology, when possible
 
     @property
     def name(self) -> str:
@@ -171,7 +178,9 @@ def load_run(run_dir: str | Path) -> Run:
         c for c in results.columns if c not in STANDARD_COLUMNS and c not in DERIVED and not c.startswith("_")
     ]
     cond = [c for c in grid if c.split(".")[-1] not in PROTOCOL_KEYS]
-    return Run(path, metadata, results, ts, probes, grid, cond)
+    run = Run(path, metadata, results, ts, probes, grid, cond)
+    run.topology = load_topology_spec(run)
+    return run
 
 
 def _prepare_results(df: pd.DataFrame) -> pd.DataFrame:
@@ -180,7 +189,7 @@ def _prepare_results(df: pd.DataFrame) -> pd.DataFrame:
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
     for col in ("cc", "src", "dst", "path_kind", "src_operator", "dst_operator", "flags", "error"):
-        df[col] = df[col].fillna("").astype(str) if col in df else ""
+        df[col] = df[col].astype("string").fillna("").astype(str) if col in df else ""
     df["ok"] = _bool(df["ok"]) if "ok" in df else True
     df["cpu_limited"] = _bool(df["cpu_limited"]) if "cpu_limited" in df else False
     df["protocol"] = df["protocol"].astype(str)
@@ -204,12 +213,44 @@ def _prepare_results(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def topology_nodes(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Node attributes (kind, operator, site, lat, lon) from metadata.topology.nodes when it is a
-    mapping or a list of objects with a name; {} otherwise (a count, or absent)."""
-    nodes = (metadata.get("topology") or {}).get("nodes")
+def load_topology_spec(run: Run) -> Any:
+    """Rebuild the run's TopologySpec (for the picture and node attributes) from metadata.topology:
+    an embedded ``spec`` mapping, else the built-in name or spec file with the recorded params.
+    None when the topology package is missing or nothing loads (the report then does without)."""
+    topo = run.metadata.get("topology") or {}
+    if not isinstance(topo, dict):
+        return None
+    try:
+        from ..topology import spec as tspec
+    except ImportError:
+        return None
+    params = topo.get("params") if isinstance(topo.get("params"), dict) else None
+    attempts: list = []
+    if isinstance(topo.get("spec"), dict):
+        attempts.append(lambda: tspec.topology_from_dict(topo["spec"], str(run.path / "metadata.json")))
+    for ref in (topo.get("name"), topo.get("source")):
+        if isinstance(ref, str) and ref:
+            attempts.append(lambda ref=ref: tspec.load_topology(ref, params=params))
+    for attempt in attempts:
+        try:
+            return attempt()
+        except Exception:
+            continue
+    return None
+
+
+def topology_nodes(run: Run) -> dict[str, dict[str, Any]]:
+    """Node attributes (kind, operator, site, lat, lon): metadata.topology.nodes when it is a
+    mapping (or a list of objects with a name), else the rebuilt TopologySpec; {} otherwise."""
+    nodes = (run.metadata.get("topology") or {}).get("nodes")
     if isinstance(nodes, dict):
         return {str(k): v for k, v in nodes.items() if isinstance(v, dict)}
     if isinstance(nodes, list):
         return {str(n["name"]): n for n in nodes if isinstance(n, dict) and "name" in n}
+    spec = run.topology
+    if spec is not None and hasattr(spec, "nodes"):
+        return {
+            name: {"kind": n.kind, "operator": n.operator, "site": n.site, "lat": n.lat, "lon": n.lon}
+            for name, n in spec.nodes.items()
+        }
     return {}

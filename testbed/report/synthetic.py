@@ -204,6 +204,31 @@ def write_synthetic_run(run_dir: str | Path, spec: SyntheticSpec | None = None) 
     return run_dir
 
 
+def _link(name: str, a: str, b: str, bw: float, delay: float, loss: float) -> dict:
+    """A links_applied entry as the network layer records it (Network.applied())."""
+    params = {
+        "bw_mbps": bw,
+        "delay_ms": delay,
+        "jitter_ms": 0.0,
+        "loss_pct": loss,
+        "loss_burst": None,
+        "queue_pkts": 64,
+    }
+    return {
+        "index": 0,
+        "link": name,
+        "a": a,
+        "b": b,
+        "mode": "emulator",
+        "mtu": 1500,
+        "down": False,
+        "root_interfaces": [],
+        "ab": dict(params),
+        "ba": dict(params),
+        "notes": [],
+    }
+
+
 def _metadata(spec: SyntheticSpec, grid: dict, n_trials: int) -> dict:
     if spec.kind == "hubs":
         nodes = {
@@ -251,6 +276,7 @@ def _metadata(spec: SyntheticSpec, grid: dict, n_trials: int) -> dict:
         "spec_file": f"experiments/{spec.name}.yaml",
         "seed": spec.seed,
         "repeat": spec.reps,
+        "grid_keys": list(grid),
         "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False},
         "versions": {
             "testbed": "0.1.0",
