@@ -1,4 +1,5 @@
 """Reports built from synthetic run directories: sections, figures, numbers, flags, edge cases."""
+
 from __future__ import annotations
 
 import base64
@@ -16,9 +17,17 @@ from testbed.errors import TestbedError
 from testbed.report import build_report, compare_runs
 from testbed.report.synthetic import SyntheticSpec, write_synthetic_run
 
-SECTIONS = ("## Summary", "## What was run", "## Flags", "## Path quality", "## Protocols",
-            "### Verdicts per protocol pair", "## Definitions and thresholds", "### Links as applied",
-            "### Fidelity check")
+SECTIONS = (
+    "## Summary",
+    "## What was run",
+    "## Flags",
+    "## Path quality",
+    "## Protocols",
+    "### Verdicts per protocol pair",
+    "## Definitions and thresholds",
+    "### Links as applied",
+    "### Fidelity check",
+)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -30,14 +39,33 @@ def test_dumbbell_report_sections_and_figures(dumbbell_report):
     md = dumbbell_report.markdown.read_text()
     for s in SECTIONS:
         assert s in md, s
-    assert {"goodput_vs_loss", "goodput_vs_rtt", "throughput_time", "owd_cdf", "throughput_delay",
-            "fairness_time", "fct"} <= _figs(dumbbell_report)
+    assert {
+        "goodput_vs_loss",
+        "goodput_vs_rtt",
+        "throughput_time",
+        "owd_cdf",
+        "throughput_delay",
+        "fairness_time",
+        "fct",
+    } <= _figs(dumbbell_report)
     assert "hub_heatmap" not in _figs(dumbbell_report)  # a dumbbell sweep has no hub matrix
     for p in dumbbell_report.figures:
         assert p.is_file() and p.read_bytes().startswith(PNG) and p.stat().st_size > 5000
         assert f"figures/{p.name}" in md
-    for std in ("Y.1540", "Y.1541", "RFC 3550", "RFC 5481", "RFC 7679", "RFC 7680", "G.107", "G.109",
-                "G.114", "RFC 6349", "Jain", "RPM"):
+    for std in (
+        "Y.1540",
+        "Y.1541",
+        "RFC 3550",
+        "RFC 5481",
+        "RFC 7679",
+        "RFC 7680",
+        "G.107",
+        "G.109",
+        "G.114",
+        "RFC 6349",
+        "Jain",
+        "RPM",
+    ):
         assert std in md, std
 
 
@@ -57,7 +85,9 @@ def test_summary_numbers_match_results(dumbbell_run, dumbbell_report):
     res = pd.read_csv(dumbbell_run / "results.csv")
     summary = pd.read_csv(dumbbell_report.summary)
     assert len(summary) == 2 * 2 * 3  # loss × delay × protocol
-    per_rep = res.groupby(["bottleneck.loss_pct", "bottleneck.delay_ms", "protocol", "rep"])["goodput_mbps"].mean()
+    per_rep = res.groupby(["bottleneck.loss_pct", "bottleneck.delay_ms", "protocol", "rep"])[
+        "goodput_mbps"
+    ].mean()
     expected = per_rep.groupby(level=[0, 1, 2]).mean()
     for _, row in summary.iterrows():
         key = (row["bottleneck.loss_pct"], row["bottleneck.delay_ms"], row["protocol"])
@@ -84,7 +114,9 @@ def test_flags_beside_numbers(dumbbell_run, dumbbell_report):
     md = dumbbell_report.markdown.read_text()
     flags_section = md.split("## Flags", 1)[1].split("## Path quality", 1)[0]
     assert "cpu_limited" in flags_section
-    proto_rows = [ln for ln in md.split("## Protocols", 1)[1].splitlines() if ln.startswith("| ") and "aioquic" in ln]
+    proto_rows = [
+        ln for ln in md.split("## Protocols", 1)[1].splitlines() if ln.startswith("| ") and "aioquic" in ln
+    ]
     assert any("⚠" in ln and "cpu_limited" in ln for ln in proto_rows)
     assert not any("⚠" in ln for ln in md.splitlines() if ln.startswith("| ") and "| qtp |" in ln)
 
@@ -99,11 +131,15 @@ def test_hubs_report_grades_and_policy(hubs_report):
     from testbed.metrics import qos
 
     assert row["emodel_r"] == pytest.approx(qos.emodel_r(row["owd_mean_ms"], row["loss_pct"]))
-    assert row["y1541_class"] == qos.y1541_best_class(row["owd_mean_ms"], row["ipdv_ms"], row["loss_pct"] / 100)
+    assert row["y1541_class"] == qos.y1541_best_class(
+        row["owd_mean_ms"], row["ipdv_ms"], row["loss_pct"] / 100
+    )
     checks = pd.read_csv(hubs_report.csv[2])
     # Zhangjiakou -> Shaoguan: intra (ct -> ct) and cross (ct -> cm, +7 ms hairpin) between the same sites
     intra = paths[(paths["src"] == "zjk-ct") & (paths["dst"] == "sg-ct")]["idle_owd_ms"].item()
-    rel = checks[(checks["src"] == "zjk-ct") & (checks["dst"] == "sg-cm") & checks["check"].str.contains("intra")]
+    rel = checks[
+        (checks["src"] == "zjk-ct") & (checks["dst"] == "sg-cm") & checks["check"].str.contains("intra")
+    ]
     lat = rel[rel["unit"] == "ms"].iloc[0]
     assert lat["limit"] == pytest.approx(1.25 * intra)
     assert not lat["passed"]  # 7 ms more on ~21.5 ms is > 25 % worse
@@ -113,8 +149,10 @@ def test_hubs_report_grades_and_policy(hubs_report):
 
 
 def test_single_repetition_and_missing_optional_files(tmp_path):
-    run = write_synthetic_run(tmp_path / "one", SyntheticSpec(protocols=("qtp", "tcp"), losses=(0.0,),
-                                                              delays_ms=(10.0,), reps=1, flows=1, probes=20))
+    run = write_synthetic_run(
+        tmp_path / "one",
+        SyntheticSpec(protocols=("qtp", "tcp"), losses=(0.0,), delays_ms=(10.0,), reps=1, flows=1, probes=20),
+    )
     (run / "probes.csv").unlink()
     (run / "timeseries.csv").unlink()
     out = build_report(run, tmp_path / "out")
@@ -125,8 +163,10 @@ def test_single_repetition_and_missing_optional_files(tmp_path):
 
 
 def test_all_failed_and_all_lost(tmp_path):
-    run = write_synthetic_run(tmp_path / "bad", SyntheticSpec(protocols=("qtp", "tcp"), losses=(0.0,),
-                                                              delays_ms=(10.0,), reps=2, flows=1, probes=20))
+    run = write_synthetic_run(
+        tmp_path / "bad",
+        SyntheticSpec(protocols=("qtp", "tcp"), losses=(0.0,), delays_ms=(10.0,), reps=2, flows=1, probes=20),
+    )
     res = pd.read_csv(run / "results.csv")
     res["ok"] = False
     res["goodput_mbps"] = 0.0
