@@ -69,7 +69,8 @@ def _default_workers(n_links: int) -> int:
 class _Worker:
     """One emulator process and its control socket."""
 
-    def __init__(self, index: int, links: list[EmuLink], seed: int, workdir: Path, owner_pid: int):
+    def __init__(self, index: int, links: list[EmuLink], seed: int, workdir: Path, owner_pid: int,
+                 priority: str):  # fmt: skip
         self.index = index
         self.links = links
         self.workdir = workdir
@@ -80,6 +81,7 @@ class _Worker:
         self.final_cpu_s: float | None = None
         config = {
             "owner_pid": owner_pid,
+            "priority": priority,
             "links": [
                 {
                     "link_id": lk.link_id,
@@ -174,7 +176,10 @@ class Emulator:
         workdir: str | Path,
         owner_pid: int | None = None,
         workers: int | None = None,
+        priority: str = "fifo",
     ):
+        """`workers`: processes to spread the links over (default: 1 for up to 2 links, else
+        one per core, at most 2); `priority`: "fifo" (real-time, default), "nice" or "normal"."""
         if not links:
             raise TestbedError("emulator: no links to emulate")
         ids = [lk.link_id for lk in links]
@@ -198,6 +203,9 @@ class Emulator:
         self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
         n = workers if workers is not None else _default_workers(len(links))
         self.n_workers = max(1, min(n, len(links)))
+        if priority not in ("fifo", "nice", "normal"):
+            raise TestbedError(f"emulator: priority must be fifo, nice or normal, got {priority!r}")
+        self.priority = priority
         self._workers: list[_Worker] = []
         self._where: dict[int, _Worker] = {}
         self._stopped = False
@@ -208,7 +216,7 @@ class Emulator:
         groups = [self.links[i :: self.n_workers] for i in range(self.n_workers)]
         try:
             for i, group in enumerate(groups):
-                w = _Worker(i, group, self.seed, self.workdir, self.owner_pid)
+                w = _Worker(i, group, self.seed, self.workdir, self.owner_pid, self.priority)
                 self._workers.append(w)
                 for lk in group:
                     self._where[lk.link_id] = w

@@ -121,6 +121,8 @@ class DirectionModel:
     def __init__(self, params: LinkParams, rng_seed: int, mtu: int = DEFAULT_MTU):
         self.mtu = mtu
         self.rng = random.Random(rng_seed)
+        self._random = self.rng.random
+        self._gauss = self.rng.gauss
         self.counters = Counters()
         self.qdelay = QDelayHistogram()
         self.down = False
@@ -162,10 +164,7 @@ class DirectionModel:
         self._departures.clear()
         self._last_departure = self._last_delivery = -math.inf
 
-    def _lost(self) -> bool:
-        u = self.rng.random()
-        if self._ge_p is None:
-            return u < self._loss
+    def _gilbert_lost(self, u: float) -> bool:
         if self._bad:
             if u < self._ge_r:
                 self._bad = False
@@ -175,36 +174,48 @@ class DirectionModel:
 
     def offer(self, size_bytes: int, now: float) -> float | None:
         """Delivery time (same clock as `now`) of a frame of `size_bytes` arriving at `now`,
-        or None when it is dropped (counted by reason)."""
+        or None when it is dropped (counted by reason).
+
+        The engine calls this for every frame: stages are inlined and skipped when unused.
+        """
         c = self.counters
         if self.down:
             c.dropped_down += 1
             return None
-        if self._loss and self._lost():
-            c.dropped_loss += 1
-            return None
+        if self._loss:
+            u = self._random()
+            if (u < self._loss) if self._ge_p is None else self._gilbert_lost(u):
+                c.dropped_loss += 1
+                return None
+        h = self.qdelay
         rate = self._rate_bps
         if rate is None:
             departure = now
-            self.qdelay.add_zeros(1)
+            h.count += 1
+            h.zeros += 1
         else:
             deps = self._departures
-            while deps and deps[0] <= now:
-                deps.popleft()
-            if len(deps) >= self._qlimit:
-                c.dropped_queue += 1
-                return None
-            start = self._last_departure if self._last_departure > now else now
-            self.qdelay.add(start - now)
-            departure = start + size_bytes * 8 / rate
+            if len(deps) >= self._qlimit:  # purge lazily: only the limit needs an exact count
+                while deps and deps[0] <= now:
+                    deps.popleft()
+                if len(deps) >= self._qlimit:
+                    c.dropped_queue += 1
+                    return None
+            last = self._last_departure
+            if last > now:
+                h.add(last - now)
+                departure = last + size_bytes * 8 / rate
+            else:
+                h.count += 1
+                h.zeros += 1
+                departure = now + size_bytes * 8 / rate
             self._last_departure = departure
             deps.append(departure)
-        delay = self._delay
+        delivery = departure + self._delay
         if self._jitter:
-            delay += self.rng.gauss(0.0, self._jitter)
-            if delay < 0.0:
-                delay = 0.0
-        delivery = departure + delay
+            delivery += self._gauss(0.0, self._jitter)
+            if delivery < departure:
+                delivery = departure
         if not self._reorder:
             if delivery < self._last_delivery:
                 delivery = self._last_delivery

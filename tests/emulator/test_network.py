@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.emulator.control import Emulator
+from testbed.emulator.control import Emulator, EmuLink
 from testbed.emulator.lab import Lab, LabLink, leftovers
 from testbed.topology.model import LinkParams
 
@@ -174,3 +175,34 @@ def test_emulator_exits_when_owner_dies(link: LabLink, tmp_path: Path) -> None:
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_jitter_std_on_the_wire(link: LabLink, emulate) -> None:
+    emulate(LinkParams(delay_ms=10.0, jitter_ms=2.0, reorder=True))
+    owd = link.udp(1500, size=64, pps=500)["owd_ms"]
+    assert len(owd) == 1500
+    assert statistics.mean(owd) == pytest.approx(10.0, abs=0.5)
+    assert statistics.pstdev(owd) == pytest.approx(2.0, rel=0.2)
+
+
+def test_two_workers_serve_their_links(tmp_path: Path) -> None:
+    with Lab(2, net=219) as lab2:
+        links = [lk.emu_link(LinkParams(delay_ms=5.0 * (i + 1))) for i, lk in enumerate(lab2.links)]
+        with Emulator(links, seed=1, workdir=tmp_path, workers=2) as emu:
+            assert len(emu.pids()) == 2
+            for i, lk in enumerate(lab2.links):
+                assert median(lk.ping_rtts(5)) == pytest.approx(10.0 * (i + 1), abs=1.0)
+            emu.set_params(1, "ab", LinkParams(delay_ms=0.0))
+            assert median(lab2.links[1].ping_rtts(5)) == pytest.approx(10.0, abs=1.0)
+            assert {(s["link_id"], s["direction"]) for s in emu.stats()} == {
+                (0, "ab"), (0, "ba"), (1, "ab"), (1, "ba")}
+
+
+def test_missing_interface_is_a_one_line_error(tmp_path: Path) -> None:
+    from testbed.errors import TestbedError
+
+    emu = Emulator([EmuLink(0, "tbnosuch0a", "tbnosuch0b", LinkParams(), LinkParams())], seed=1,
+                   workdir=tmp_path)  # fmt: skip
+    with pytest.raises(TestbedError, match="tbnosuch0a"):
+        emu.start()
+    assert emu.pids() == []
