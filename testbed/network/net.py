@@ -89,6 +89,7 @@ class Network:
         self._state = "new"  # new -> starting -> running -> stopping -> stopped
         self._record_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self.timings: dict[str, float] = {}  # seconds per start-up phase (nodes, veths, configure, links)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -124,10 +125,16 @@ class Network:
         self._links = self._link_states()
         for link in self._links:
             self._impl.wire(link)
-        self._start_nodes()
-        self._make_veths()
-        self._run_in_nodes({name: self._config_script(name) for name in self._nodes})
-        self._impl.start(self._links)
+        phases = (
+            ("nodes", self._start_nodes),
+            ("veths", self._make_veths),
+            ("configure", lambda: self._run_in_nodes({n: self._config_script(n) for n in self._nodes})),
+            ("links", lambda: self._impl.start(self._links)),
+        )
+        for phase, run in phases:
+            t0 = time.monotonic()
+            run()
+            self.timings[f"{phase}_s"] = time.monotonic() - t0
         self._record.emulator = [vars(ProcRef.of(pid)) for pid in self._impl.pids()]
         self._record.save()
 
