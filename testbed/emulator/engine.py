@@ -44,9 +44,10 @@ PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 PR_SET_TIMERSLACK = 29
 SNDBUF_BYTES = 8 << 20
-# The receive buffer is the emulator's own, unmanaged queue when it runs out of CPU: kept small
-# so that overload shows as drops (rx_kernel_drops) rather than as tens of ms of extra delay.
-RCVBUF_BYTES = int(os.environ.get("TESTBED_EMU_RCVBUF", 2 << 20))
+# The receive buffer is the emulator's own queue when it falls behind (CPU taken by others):
+# too small and TCP at 40 ms RTT sees spurious losses (2 MiB: ~10^4 retransmits in 4 s at
+# 1 Gbit/s), too large and an overloaded emulator adds tens of ms. Overflows: rx_kernel_drops.
+RCVBUF_BYTES = int(os.environ.get("TESTBED_EMU_RCVBUF", 8 << 20))
 RECV_SIZE = 65536
 READ_BATCH = 64  # frames read from one socket before sending what is due
 WAKE_EARLY_S = 60e-6  # select() wakes this late on a typical VM, so ask for that much earlier
@@ -375,7 +376,9 @@ class Engine:
                 d.tx_errors += 1
 
     def run(self) -> None:
-        rlist: list = [*self.socks, self.ctl]
+        # select() rather than epoll: its timeout has microsecond resolution (epoll: ms).
+        # Plain fds: select() would call fileno() on every object on every round.
+        rlist = [s.fileno() for s in self.socks] + [self.ctl.fileno()]
         if self.owner_fd is not None:
             rlist.append(self.owner_fd)
         owner = self.config.get("owner_pid")
@@ -392,11 +395,10 @@ class Engine:
                 timeout = nxt - WAKE_EARLY_S - monotonic()
                 if timeout < 0.0:
                     timeout = 0.0
-            ready, _, _ = sel(rlist, [], [], timeout)
+            ready = sel(rlist, (), (), timeout)[0]
             if ready:
                 now = monotonic()
-                for r in ready:
-                    fd = r if isinstance(r, int) else r.fileno()
+                for fd in ready:
                     d = by_fd.get(fd)
                     if d is not None:
                         self._read(d, now)
