@@ -24,17 +24,12 @@ from pathlib import Path
 HEADER = struct.Struct("!Qd")  # sequence number, send time (unix seconds)
 
 
-class _Stop(Exception):
-    pass
+class _Flag:
+    stop = False
 
 
 def _on_signal(_signum, _frame):
-    raise _Stop
-
-
-def _ignore_signals() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _Flag.stop = True  # a flag, not an exception: a second signal cannot interrupt the flush
 
 
 def send(dst: str, port: int, rate_pps: float, size: int, out: Path, duration_s: float | None) -> int:
@@ -46,22 +41,18 @@ def send(dst: str, port: int, rate_pps: float, size: int, out: Path, duration_s:
     seq = 0
     start = time.time()
     print(f"probe sender started {start:.6f}", file=sys.stderr, flush=True)
-    try:
-        while duration_s is None or time.time() - start < duration_s:
-            due = start + seq * interval
-            wait = due - time.time()
-            if wait > 0:
-                time.sleep(wait)
-            now = time.time()
-            try:
-                sock.sendto(HEADER.pack(seq, now) + pad, (dst, port))
-                lines.append(f"{seq} {now:.6f}\n")
-            except OSError as exc:  # e.g. link down: the packet counts as sent and lost
-                lines.append(f"{seq} {now:.6f} {exc.errno}\n")
-            seq += 1
-    except _Stop:
-        pass
-    _ignore_signals()
+    while not _Flag.stop and (duration_s is None or time.time() - start < duration_s):
+        wait = start + seq * interval - time.time()
+        if wait > 0:
+            time.sleep(min(wait, 0.05))
+            continue
+        now = time.time()
+        try:
+            sock.sendto(HEADER.pack(seq, now) + pad, (dst, port))
+            lines.append(f"{seq} {now:.6f}\n")
+        except OSError as exc:  # e.g. link down: the packet counts as sent and lost
+            lines.append(f"{seq} {now:.6f} {exc.errno}\n")
+        seq += 1
     out.write_text("".join(lines))
     return 0
 
@@ -71,18 +62,18 @@ def recv(port: int, out: Path) -> int:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind(("0.0.0.0", port))
+    sock.settimeout(0.1)
     print(f"probe receiver started {time.time():.6f}", file=sys.stderr, flush=True)
     lines = []
-    try:
-        while True:
+    while not _Flag.stop:
+        try:
             data = sock.recv(2048)
-            now = time.time()
-            if len(data) >= HEADER.size:
-                seq, sent = HEADER.unpack_from(data)
-                lines.append(f"{seq} {sent:.6f} {now:.6f}\n")
-    except _Stop:
-        pass
-    _ignore_signals()
+        except (TimeoutError, InterruptedError):
+            continue
+        now = time.time()
+        if len(data) >= HEADER.size:
+            seq, sent = HEADER.unpack_from(data)
+            lines.append(f"{seq} {sent:.6f} {now:.6f}\n")
     out.write_text("".join(lines))
     return 0
 

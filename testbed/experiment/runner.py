@@ -83,10 +83,10 @@ def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, grace_s: floa
         return
     for s, wait in ((sig, grace_s), (signal.SIGKILL, 2.0)):
         with contextlib.suppress(OSError):
-            os.kill(proc.pid, s)
-        with contextlib.suppress(OSError):
-            if os.getpgid(proc.pid) == proc.pid:
+            if os.getpgid(proc.pid) == proc.pid:  # its own group (mnexec -d): children too
                 os.killpg(proc.pid, s)
+            else:
+                os.kill(proc.pid, s)
         try:
             proc.wait(timeout=wait)
             return

@@ -22,7 +22,7 @@ RATE_MBPS, OWD_MS, SIZE = 20.0, 10.0, 5_000_000
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
-def testbed(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+def run_testbed(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([TESTBED, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw)
 
 
@@ -44,7 +44,7 @@ def my_processes(marker: str) -> list[str]:
 def example_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("quick") / "run"
     started = time.time()
-    res = testbed("run", str(EXAMPLE), "--out", str(out), "--no-report", "-q")
+    res = run_testbed("run", str(EXAMPLE), "--out", str(out), "--no-report", "-q")
     assert res.returncode == 0, res.stderr[-3000:]
     print(f"quick-compare took {time.time() - started:.0f} s")
     assert "Traceback" not in res.stderr
@@ -90,7 +90,9 @@ def test_example_series_and_probes(example_run: Path):
     assert set(ts.groupby(["trial", "flow"]).size().index) == {
         (t, f) for t in ["p0-r0", "p0-r1", "p1-r0", "p1-r1"] for f in (0, 1)
     }
-    assert ts["mbps"].max() <= RATE_MBPS * 1.5  # 100 ms bins: bursty, but bounded by the link
+    # The 100 ms bins add up to the bytes delivered (bins are the receiver's: bursty, not above it).
+    delivered = ts.groupby(["trial", "flow"])["mbps"].sum() * 0.1 * 1e6 / 8
+    assert ((delivered - SIZE).abs() < 0.02 * SIZE).all(), delivered
     probes = pd.read_csv(example_run / "probes.csv")
     assert set(probes["phase"]) == {"idle", "loaded"}
     idle = probes[(probes["phase"] == "idle")]["owd_ms"].dropna()
@@ -128,7 +130,7 @@ def test_example_metadata(example_run: Path):
     assert meta["machine"]["cpus"] >= 1
     for trial in ("p0-r0", "p0-r1", "p1-r0", "p1-r1"):
         assert (example_run / "trials" / trial / "done.json").exists()
-    listing = testbed("ls", str(example_run.parent))
+    listing = run_testbed("ls", str(example_run.parent))
     assert "complete" in listing.stdout and "4/4" in listing.stdout
     assert not my_processes(str(example_run))
 
@@ -155,11 +157,11 @@ def test_resume_after_sigkill(tmp_path: Path):
     assert 1 <= len(done_before) < 4
     time.sleep(1.0)
     assert not my_processes(str(out)), "probe/server/client processes survived the runner"
-    testbed("clean")  # the killed runner's network (the network layer's own cleanup)
-    listing = testbed("ls", str(tmp_path))
+    run_testbed("clean")  # the killed runner's network (the network layer's own cleanup)
+    listing = run_testbed("ls", str(tmp_path))
     assert "partial" in listing.stdout, listing.stdout
 
-    res = testbed("run", "--resume", str(out), "--no-check", "--no-report", "-q")
+    res = run_testbed("run", "--resume", str(out), "--no-check", "--no-report", "-q")
     assert res.returncode == 0, res.stderr[-3000:]
     df = pd.read_csv(out / "results.csv")
     expected = {(f"p{p}-r{r}", f) for p in (0, 1) for r in (0, 1) for f in (0, 1)}
