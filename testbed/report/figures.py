@@ -163,7 +163,7 @@ def throughput_over_time(df: pd.DataFrame, ts: pd.DataFrame | None, out: Path) -
         "throughput_time",
         "Throughput over time",
         "Receiver throughput in 100 ms bins, summed over a protocol's flows in a trial, mean over "
-        "repetitions.",
+        "repetitions." + _shown(sorted(t["condition"].unique()), conds),
         _save(fig, out, "throughput_time"),
     )
 
@@ -268,61 +268,69 @@ def owd_cdf(df: pd.DataFrame, probes: pd.DataFrame | None, out: Path) -> Figure 
         "owd_cdf",
         "One-way delay CDFs",
         "Empirical CDF of the UDP probe stream's one-way delay (RFC 7679), idle (dashed) and while the "
-        "flows ran (solid); lost probes are excluded from the CDF and counted in the legend.",
+        "flows ran (solid); lost probes are excluded from the CDF and counted in the legend."
+        + _shown(sorted(p["condition"].unique()), conds),
         _save(fig, out, "owd_cdf"),
     )
 
 
+def _shown(conds: list, picked: list) -> str:
+    return (
+        ""
+        if len(picked) == len(conds)
+        else f" {len(picked)} of {len(conds)} conditions shown (evenly chosen)."
+    )
+
+
 def throughput_delay_scatter(df: pd.DataFrame, out: Path) -> Figure | None:
-    """Pantheon-style: one point per flow run, 95th-percentile one-way delay (x, reversed: better to
-    the right) vs goodput; flagged runs hollow, protocol means as large markers."""
+    """Pantheon-style, per condition (at most four panels): one point per flow run, 95th-percentile
+    one-way delay (x, reversed: better to the right) vs goodput; flagged runs hollow, protocol means
+    as diamonds."""
     d = df[df["ok"]].copy()
     d["delay"] = d["owd_p95_ms"].where(d["owd_p95_ms"].notna(), d["loaded_rtt_ms"] / 2)
     d = d[d["delay"].notna() & d["goodput_mbps"].notna()]
     if d.empty:
         return None
     colors = _colors(list(d["variant"].unique()))
-    fig, ax = plt.subplots(figsize=(8.5, 5.2))
-    for variant, g in d.groupby("variant"):
-        flagged = g["flag_list"].map(len) > 0
-        ax.scatter(
-            g.loc[~flagged, "delay"],
-            g.loc[~flagged, "goodput_mbps"],
-            s=22,
-            color=colors[variant],
-            alpha=0.6,
-            label=variant,
-        )
-        if flagged.any():
+    all_conds = sorted(d["condition"].unique())
+    conds = _pick(all_conds)
+    fig, axes = _panels(len(conds), width=5.4, height=4.2)
+    for ax, cond in zip(axes, conds, strict=True):
+        sub = d[d["condition"] == cond]
+        for variant, g in sub.groupby("variant"):
+            flagged = (g["flag_list"].map(len) > 0).to_numpy()
+            c = colors[variant]
             ax.scatter(
-                g.loc[flagged, "delay"],
-                g.loc[flagged, "goodput_mbps"],
-                s=26,
-                facecolors="none",
-                edgecolors=colors[variant],
-                alpha=0.8,
+                g["delay"][~flagged], g["goodput_mbps"][~flagged], s=24, color=c, alpha=0.6, label=variant
             )
-        ax.scatter(
-            [g["delay"].mean()],
-            [g["goodput_mbps"].mean()],
-            s=160,
-            color=colors[variant],
-            edgecolors="black",
-            marker="D",
-            zorder=5,
-        )
-    ax.invert_xaxis()
-    if d["goodput_mbps"].min() > 0 and d["goodput_mbps"].max() / d["goodput_mbps"].min() > 30:
-        ax.set_yscale("log")
-    ax.set_xlabel("95th percentile one-way delay (ms, better →)")
-    ax.set_ylabel("goodput (Mbit/s)")
-    ax.legend(title="protocol", frameon=False)
+            if flagged.any():
+                ax.scatter(
+                    g["delay"][flagged], g["goodput_mbps"][flagged], s=28, facecolors="none", edgecolors=c
+                )
+            ax.scatter(
+                [g["delay"].mean()],
+                [g["goodput_mbps"].mean()],
+                s=150,
+                color=c,
+                edgecolors="black",
+                marker="D",
+                zorder=5,
+            )
+        ax.invert_xaxis()
+        v = sub["goodput_mbps"]
+        if v.min() > 0 and v.max() / v.min() > 30:
+            ax.set_yscale("log")
+        ax.set_xlabel("p95 one-way delay (ms, better →)")
+        ax.set_ylabel("goodput (Mbit/s)")
+        if len(conds) > 1 or cond != "all":
+            ax.set_title(cond, fontsize=10)
+    axes[0].legend(title="protocol", frameon=False)
     fig.tight_layout()
     return Figure(
         "throughput_delay",
         "Throughput vs delay",
-        "One point per flow run (hollow: flagged run), diamond = protocol mean. Delay axis reversed: "
-        "up and to the right is better.",
+        "One point per flow run (hollow: flagged run), diamond = protocol mean; delay axis reversed: up and "
+        "to the right is better." + _shown(all_conds, conds),
         _save(fig, out, "throughput_delay"),
     )
 
@@ -380,16 +388,18 @@ def hub_heatmap(paths: pd.DataFrame, out: Path) -> Figure | None:
 
 
 def fct_distribution(df: pd.DataFrame, out: Path) -> Figure | None:
-    """Flow completion time distributions per protocol (box plots); one panel per transfer size."""
+    """Flow completion time distributions per protocol (box plots); one panel per condition (at
+    most four, evenly chosen)."""
     d = df[df["ok"] & df["fct_s"].notna()]
     if d.empty:
         return None
-    sizes = _pick(sorted(d["size_bytes"].dropna().unique())) or [None]
     variants = sorted(d["variant"].unique())
     colors = _colors(variants)
-    fig, axes = _panels(len(sizes), height=3.8)
-    for ax, size in zip(axes, sizes, strict=True):
-        sub = d if size is None else d[d["size_bytes"] == size]
+    all_conds = sorted(d["condition"].unique())
+    conds = _pick(all_conds)
+    fig, axes = _panels(len(conds), height=3.8)
+    for ax, cond in zip(axes, conds, strict=True):
+        sub = d[d["condition"] == cond]
         data = [sub.loc[sub["variant"] == v, "fct_s"].to_numpy(float) for v in variants]
         bp = ax.boxplot(data, tick_labels=variants, patch_artist=True, showfliers=True)
         for patch, v in zip(bp["boxes"], variants, strict=True):
@@ -399,15 +409,16 @@ def fct_distribution(df: pd.DataFrame, out: Path) -> Figure | None:
         if allv.min() > 0 and allv.max() / allv.min() > 30:
             ax.set_yscale("log")
         ax.set_ylabel("flow completion time (s)")
-        if size is not None:
-            ax.set_title(f"{size / 1e6:g} MB transfers")
+        sizes = sorted(sub["size_bytes"].dropna().unique())
+        size = f" ({', '.join(f'{x / 1e6:g}' for x in sizes)} MB)" if sizes else ""
+        ax.set_title(("" if cond == "all" else cond) + size, fontsize=10)
         ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     return Figure(
         "fct",
         "Completion-time distributions",
-        "Flow completion time per protocol over all conditions and repetitions (box: quartiles, "
-        "whiskers: 1.5 IQR).",
+        "Flow completion time per protocol over the repetitions and flows of each condition (box: quartiles, "
+        "whiskers: 1.5 IQR; transfer sizes in the titles)." + _shown(all_conds, conds),
         _save(fig, out, "fct"),
     )
 
