@@ -57,7 +57,7 @@ FULL_ROWS = [
 ]
 QUICK_ROWS = [FULL_ROWS[1], FULL_ROWS[4], FULL_ROWS[6], FULL_ROWS[8]]
 
-UDP_MBPS, UDP_LEN = 30, 1000  # 3750 packets/s for the loss rows
+UDP_MBPS, UDP_LEN = 12, 1000  # 1500 packets/s for the loss rows: light on a busy machine
 
 
 def reference_plan():
@@ -95,7 +95,7 @@ class _Checker:
         measure: Callable[[Row], dict[str, Any]] = getattr(self, f"_{row.quantity}")
         cpu0, t0 = self.net.cpu_seconds(), time.monotonic()
         result = {"name": row.name, "quantity": row.quantity, "ab": row.ab, "ba": row.ba, **measure(row)}
-        result["passed"] = result["low"] <= result["measured"] <= result["high"]
+        result["passed"] = bool(result["low"] <= result["measured"] <= result["high"])
         if cpu0 is not None:  # a saturated emulator explains a rate shortfall
             result["emulator_cpu_pct"] = 100 * (self.net.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         return result
@@ -118,12 +118,22 @@ class _Checker:
 
     def _loss_pct(self, row: Row) -> dict[str, Any]:
         pct = row.ab["loss_pct"]
-        res = iperf3(self.net, "h1", "h2", seconds=2 if self.quick else 3, udp_mbps=UDP_MBPS,
+        before = self._drops()
+        res = iperf3(self.net, "h1", "h2", seconds=3 if self.quick else 4, udp_mbps=UDP_MBPS,
                      length=UDP_LEN, omit_s=0)  # fmt: skip
-        lo, hi = binom.interval(0.99, res.packets, pct / 100)
+        drops = {k: v - before.get(k, 0) for k, v in self._drops().items()}
+        lo, hi = (float(x) for x in binom.interval(0.99, res.packets, pct / 100))
+        by_link = ", ".join(f"{k} {v}" for k, v in drops.items())
         return {"configured": pct, "expected": pct, "measured": 100 * res.lost / res.packets,
                 "low": 100 * lo / res.packets, "high": 100 * hi / res.packets, "tolerance": "99 % binomial",
-                "detail": f"iperf3 UDP: {res.lost} of {res.packets} datagrams lost"}
+                "detail": f"iperf3 UDP: {res.lost} of {res.packets} datagrams lost"
+                          + (f" (link counters: {by_link})" if by_link else "")}
+
+    def _drops(self) -> dict[str, int]:
+        """Drop counters of the measured direction, where the backend counts them."""
+        ab = self.net.link_stats()[0].get("ab", {})
+        keys = ("dropped_loss", "dropped_queue", "rx_kernel_drops", "drops")
+        return {k: int(ab[k]) for k in keys if k in ab}
 
     def _jitter_ms(self, row: Row) -> dict[str, Any]:
         jitter = row.ab["jitter_ms"]
