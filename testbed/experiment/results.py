@@ -37,6 +37,7 @@ RESULT_COLUMNS_TAIL = [
     "start_s",
     "fct_s",
     "goodput_mbps",
+    "window_goodput_mbps",
     "ok",
     "error",
     "rtt_min_ms",

@@ -8,9 +8,10 @@ Design choices (recorded in metadata.json under "method"):
 - Per trial: idle phase (ping + UDP probes -> baseline RTT, idle one-way delay), then the flows
   (sequential unless they share a group / `concurrent: true`), probes and ping keep running,
   scheduled link events fire, CPU of every sender, receiver and emulator process is sampled.
-- Duration flows: drivers send a fixed size, so a duration flow runs with an upper-bound size
-  (path rate x duration x 1.5) and is stopped (SIGTERM) at its deadline; the bytes it reports
-  when stopped are its result (no statistics written -> the row says so, never a guess).
+- Duration flows: drivers send a fixed size and report nothing when stopped early, so a
+  duration flow sends `path rate x duration` bytes (the most the path can carry in that time)
+  and runs to completion; `window_goodput_mbps` is what the receiver got during the first
+  `duration_s` (from its 100 ms bins): with competing flows, all of them are still sending then.
 - Every process we start gets PR_SET_PDEATHSIG(SIGKILL): if the runner dies (even SIGKILL) no
   probe, server or client survives it; on Ctrl-C the network context manager cleans up.
 """
@@ -161,7 +162,7 @@ class FlowRun:
     start: float | None = None
     end: float | None = None
     state: str = "pending"  # pending | running | done
-    stopped: str | None = None  # "deadline" | "timeout" | "interrupted"
+    stopped: str | None = None  # "timeout"
     cpu_client_s: float | None = None
     server_track: measure.CpuTrack | None = None
     argv: list[str] = field(default_factory=list)
@@ -183,8 +184,8 @@ def expand_flows(
         for k in range(f.count):
             idx = len(out)
             if f.duration_s is not None:
-                size = int(rate * 1e6 / 8 * f.duration_s * 1.5) + 1
-                timeout = f.timeout_s or spec.timeout_s or f.duration_s + 30
+                size = int(rate * 1e6 / 8 * f.duration_s) + 1
+                timeout = f.timeout_s or spec.timeout_s or max(60.0, 10 * f.duration_s + 30)
             else:
                 size = f.size_bytes or 1
                 ideal = size * 8 / (rate * 1e6)
@@ -198,7 +199,7 @@ def expand_flows(
                     k,
                     g,
                     f.start_s + k * f.interval_ms / 1000,
-                    SERVER_PORT_BASE + idx,
+                    SERVER_PORT_BASE + f.index,  # one server per flow entry
                     size,
                     f.duration_s,
                     timeout,
@@ -260,7 +261,12 @@ class TrialExecution:
         from protocols import registry
 
         by_node: dict[str, set[int]] = {}
+        first: dict[int, FlowRun] = {}  # instances of one flow entry share its server
         for f in self.flows:
+            if f.spec.index in first:
+                f.server, f.server_track = first[f.spec.index].server, first[f.spec.index].server_track
+                continue
+            first[f.spec.index] = f
             driver = registry.get(f.spec.protocol)
             argv = driver.server_argv(
                 f.port, cc=driver.check_cc(f.spec.cc), workdir=str(f.wdir), options=dict(f.spec.options)
@@ -430,14 +436,12 @@ class TrialExecution:
         if exited:
             f.cpu_client_s, f.end, f.state = cpu, now, "done"
             return
-        if f.duration_s is not None and now >= f.start + f.duration_s:
-            f.stopped = "deadline"
-        elif now >= f.start + f.timeout_s:
+        if now >= f.start + f.timeout_s:
             f.stopped = "timeout"
         else:
             return
-        with contextlib.suppress(OSError):
-            os.kill(f.client.pid, signal.SIGTERM)
+        with contextlib.suppress(OSError):  # SIGINT: the drivers' clients still write their stats
+            os.kill(f.client.pid, signal.SIGINT)
         deadline = time.time() + STOP_GRACE_S
         while time.time() < deadline:
             exited, cpu = reap(f.client)
@@ -559,7 +563,7 @@ def measure_rows(
             "path_kind": ("intra" if so == do else "cross") if so and do else "",
             "src_operator": so,
             "dst_operator": do,
-            "size_bytes": f.size_bytes if f.duration_s is None else None,
+            "size_bytes": f.size_bytes,
             "duration_s": f.duration_s,
             "start_s": round(f.start - ex.t0, 4) if f.start else None,
             "configured_rate_mbps": point_plan.path_bottleneck_mbps(src, dst),
@@ -574,12 +578,9 @@ def measure_rows(
             row.update(ok=False, bytes=0, error=f.error or _no_stats_error(f))
         else:
             fct = st.duration_s or (st.end - st.start if st.end else None)
-            if f.duration_s is not None and f.stopped == "deadline":
-                fct = f.duration_s
-                flags.append("stopped_at_deadline")
-            ok = bool(st.ok) or (f.stopped == "deadline" and st.bytes > 0)
-            if f.duration_s is None and st.bytes != f.size_bytes:
-                ok = False
+            ok = bool(st.ok) and st.bytes == f.size_bytes
+            if f.duration_s is not None:
+                row["window_goodput_mbps"] = _window_goodput(st.intervals or [], f.duration_s)
             row.update(
                 bytes=st.bytes,
                 fct_s=_r(fct),
@@ -657,9 +658,15 @@ def _cc(f: FlowSpec) -> str | None:
         return f.cc
 
 
+def _window_goodput(intervals: list, duration_s: float) -> float | None:
+    """Receiver goodput over the first `duration_s` of a flow, from its 100 ms bins."""
+    if not intervals:
+        return None
+    nbytes = sum(b for t, b in intervals if t + INTERVAL_S <= duration_s + 1e-9)
+    return _r(nbytes * 8 / duration_s / 1e6)
+
+
 def _no_stats_error(f: FlowRun) -> str:
-    if f.stopped == "deadline":
-        return "stopped at its deadline; the client wrote no statistics (partial bytes unknown)"
     code = f.client.returncode if f.client is not None else None
     tail = _tail(f.wdir / "client.log")
     return f"client exited with code {code} without statistics" + (f": {tail}" if tail else "")
@@ -683,7 +690,12 @@ def _fairness(rows: list[dict], flows: list[FlowRun]) -> None:
     for members in by_group.values():
         if len(members) < 2:
             continue
-        values = [rows[i].get("goodput_mbps") for i in members]
+        key = (
+            "window_goodput_mbps"
+            if all(rows[i].get("window_goodput_mbps") for i in members)
+            else "goodput_mbps"
+        )
+        values = [rows[i].get(key) for i in members]
         values = [v for v in values if v is not None]
         if len(values) >= 2:
             j = _r(qos.jain_index(values))
@@ -966,8 +978,9 @@ METHOD = {
     "baseline_rtt": "minimum ping RTT during the idle phase before the flows",
     "loaded_rtt": "mean ping RTT while the flow ran",
     "one_way_delay": "UDP probe stream, send/receive time.time() on one shared clock (exact one-way delay)",
-    "duration_flows": "run with size = path rate x duration x 1.5 and stopped by SIGTERM at the deadline; "
-    "bytes as reported by the stopped client",
+    "duration_flows": "size = configured path rate x duration (the most the path carries in that time), "
+    "run to completion; window_goodput_mbps = receiver bytes in the first duration_s / duration_s; "
+    "fairness uses window goodputs when every competing flow has one",
     "cpu": "/proc/<pid>/stat utime+stime sampled every 0.25 s; cpu_limited when a process used >= 90 % of a "
     "core over the trial or any 1-s window",
     "loss_pattern_seed": "the network is seeded once per structure (Network seed = run seed); "
