@@ -8,7 +8,10 @@ samples over 10 round trips) and the path's propagation delay (min RTT over 10 s
 Follows draft-cardwell-iccrg-bbr-congestion-control-00 and Linux tcp_bbr.c:
 STARTUP (gain 2/ln2) until the bandwidth stops growing 25 % for 3 rounds, DRAIN until inflight
 <= BDP, PROBE_BW cycling pacing gains 1.25, 0.75, 1 x 6 (one min RTT each), PROBE_RTT
-(cwnd 4 packets for max(200 ms, 1 round)) when the min RTT is 10 s old.
+(cwnd 4 packets for max(200 ms, 1 round)) when the min RTT is 10 s old. Once the pipe is
+full, cwnd also gets the ack-aggregation allowance (`extra_acked`, as Linux since 4.19):
+aioquic's receiver delays ACKs by up to 1 ms and a Python peer acks in bursts as it gets
+scheduled, so on short paths 2 x BDP from the min RTT alone would starve the sender.
 Delivery rate: draft-cheng-iccrg-delivery-rate-estimation. aioquic's `QuicSentPacket` is a
 plain dataclass, so each packet carries its (delivered, delivered_time, first_sent_time) as an
 extra attribute `bbr_rs` set at send time.
@@ -40,6 +43,8 @@ PROBE_RTT_DURATION_S = 0.2
 MIN_PIPE_PACKETS = 4  # cwnd floor, also the PROBE_RTT cwnd
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
+EXTRA_ACKED_WINDOW_ROUNDS = 5  # two slots: a max over 5-10 round trips, as Linux
+EXTRA_ACKED_MAX_S = 0.1  # aggregation allowance at most 100 ms of data at btl_bw
 INITIAL_WINDOW_PACKETS = 10
 # The pacer's burst allowance: 16 datagrams, or 1 ms of data at high rates (a Python sender
 # cannot wake up more often than that without wasting the CPU it needs to build packets).
@@ -127,6 +132,12 @@ class BbrCongestionControl(QuicCongestionControl):
         self._probe_rtt_round_done = False
         self._prior_cwnd = 0
         self._lost_in_cycle = False
+        # ack aggregation (extra_acked)
+        self._extra_acked = [0.0, 0.0]
+        self._extra_acked_slot = 0
+        self._extra_acked_slot_rounds = 0
+        self._extra_acked_start = 0.0
+        self._extra_acked_delivered = 0
         # counters for reports
         self.packets_lost = 0
         self.bytes_lost = 0
@@ -165,6 +176,7 @@ class BbrCongestionControl(QuicCongestionControl):
         elif round_start:
             self._update_bw(0.0, True)
 
+        self._update_ack_aggregation(now, size, round_start)
         self._update_state(now, round_start)
         self._update_cwnd(size)
         self._update_pacing_rate()
@@ -210,6 +222,7 @@ class BbrCongestionControl(QuicCongestionControl):
             "pacing_rate_mbps": round(self.pacing_rate * 8 / 1e6, 3),
             "pacing_gain": self.pacing_gain,
             "round_count": self._round_count,
+            "extra_acked_bytes": int(self.extra_acked),
         }
 
     @property
@@ -230,6 +243,31 @@ class BbrCongestionControl(QuicCongestionControl):
             rounds[-1][1] = sample
             if sample > self.btl_bw:
                 self.btl_bw = sample
+
+    def _update_ack_aggregation(self, now: float, acked: int, round_start: bool) -> None:
+        """Track how much more was acked than btl_bw explains (ACK bursts), max over ~10 rounds."""
+        slots = self._extra_acked
+        if round_start:
+            self._extra_acked_slot_rounds += 1
+            if self._extra_acked_slot_rounds >= EXTRA_ACKED_WINDOW_ROUNDS:
+                self._extra_acked_slot_rounds = 0
+                self._extra_acked_slot ^= 1
+                slots[self._extra_acked_slot] = 0.0
+        expected = self.btl_bw * (now - self._extra_acked_start)
+        if self._extra_acked_delivered <= expected:
+            # acks are not ahead of the model: start a new aggregation epoch
+            self._extra_acked_delivered = 0
+            self._extra_acked_start = now
+            expected = 0.0
+        self._extra_acked_delivered += acked
+        extra = min(self._extra_acked_delivered - expected, self.congestion_window)
+        if extra > slots[self._extra_acked_slot]:
+            slots[self._extra_acked_slot] = extra
+
+    @property
+    def extra_acked(self) -> float:
+        """The ack-aggregation allowance in bytes."""
+        return min(max(self._extra_acked), self.btl_bw * EXTRA_ACKED_MAX_S)
 
     def _inflight_target(self, gain: float) -> float:
         bdp = self.bdp
@@ -318,7 +356,7 @@ class BbrCongestionControl(QuicCongestionControl):
         target = self._inflight_target(self.cwnd_gain)
         cwnd = self.congestion_window
         if self._filled_pipe:
-            cwnd = min(cwnd + acked, target)
+            cwnd = min(cwnd + acked, target + self.extra_acked)
         elif cwnd < target or self._delivered < INITIAL_WINDOW_PACKETS * self._mds:
             cwnd += acked
         self.congestion_window = int(max(cwnd, floor))
