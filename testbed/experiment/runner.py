@@ -864,7 +864,9 @@ def run_trial(ctx: RunContext, net: Any, trial: Trial) -> list[dict]:
 
 
 def _analyse_capture(ex: TrialExecution) -> dict[str, Any]:
-    """Per flow port: packets/bytes seen at the sender and at the receiver, TCP retransmissions."""
+    """Per flow: IP packets/bytes of its data direction seen at the sender's and the receiver's
+    host (the sender's count is before GSO segmentation, so packet counts differ; bytes agree),
+    and TCP segments whose sequence number was already sent (retransmissions, sender side)."""
     try:
         from scapy.all import IP, TCP, UDP, PcapReader
     except ImportError as exc:
@@ -890,7 +892,7 @@ def _analyse_capture(ex: TrialExecution) -> dict[str, Any]:
                         continue
                     c = per.setdefault(port, {"packets": 0, "bytes": 0, "retransmits": 0})
                     c["packets"] += 1
-                    c["bytes"] += len(pkt[IP])
+                    c["bytes"] += int(pkt[IP].len)  # header field: the capture is truncated
                     if TCP in pkt and len(pkt[TCP].payload) > 0:
                         key = (pkt[TCP].sport, pkt[TCP].seq)
                         if key in seen.setdefault(port, set()):
@@ -1078,7 +1080,7 @@ def run(
             emulate_all = _needs_emulate_all(spec, group, first_plan)
             ctx.metadata["emulate_all"] = emulate_all
             with Network(
-                first_plan, backend=backend, seed=spec.seed, workdir=str(workdir), emulate_all=emulate_all
+                first_plan, backend=ctx.backend, seed=spec.seed, workdir=str(workdir), emulate_all=emulate_all
             ) as net:
                 _record_network(ctx, net, first_plan)
                 for t in group:
