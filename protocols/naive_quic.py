@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import ssl
 import sys
@@ -100,7 +101,10 @@ async def send(args: argparse.Namespace, stats: TransferStats) -> None:
     sender = SinkSender(args.size, args.seed, stats.start)
     config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], congestion_control_algorithm=args.cc,
                                verify_mode=ssl.CERT_NONE)
-    async with connect(args.host, args.port, configuration=config) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        # aioquic would retry the handshake until its 60 s idle timeout
+        client = await asyncio.wait_for(
+            stack.enter_async_context(connect(args.host, args.port, configuration=config)), args.timeout)
         reader, writer = await client.create_stream()
         quic = client._quic
         lost = count_lost_packets(quic)
