@@ -13,28 +13,34 @@ pytestmark = pytest.mark.network
 
 
 def unreachable_pairs(net: Network) -> list[tuple[str, str]]:
-    """One parallel ping burst per source node (all sources at once); pairs with no reply."""
+    """Pairs of endpoints with no echo reply: one ping per pair, all at once (one script per
+    source), and a second, longer try for the pairs whose single ping went unanswered."""
     ends = [n for n, s in net.plan.spec.nodes.items() if s.is_endpoint]
-    procs = {}
-    for src in ends:
-        dsts = " ".join(f"{d}={net.ip(d)}" for d in ends if d != src)
-        script = (f"for pair in {dsts}; do (ping -n -c 3 -i 0.2 -w 4 ${{pair#*=}} >/dev/null "
-                  f"|| echo ${{pair%%=*}}) & done; wait")
-        procs[src] = net.node_popen(src, script)
-    return [(src, dst) for src, p in procs.items() for dst in p.communicate()[0].split()]
+    pending = {src: [d for d in ends if d != src] for src in ends}
+    for ping in ("ping -n -c 1 -W 3", "ping -n -c 3 -i 0.2 -w 4"):
+        procs = {}
+        for src, dsts in pending.items():
+            pairs = " ".join(f"{d}={net.ip(d)}" for d in dsts)
+            script = f"for p in {pairs}; do ({ping} ${{p#*=}} >/dev/null || echo ${{p%%=*}}) & done; wait"
+            procs[src] = net.node_popen(src, script)
+        pending = {src: p.communicate()[0].split() for src, p in procs.items()}
+        pending = {src: dsts for src, dsts in pending.items() if dsts}
+    return [(src, dst) for src, dsts in pending.items() for dst in dsts]
 
 
 def next_hops(net: Network) -> dict[str, dict[str, str | None]]:
     """node -> destination endpoint -> next-hop address (None: directly connected), via `ip route get`."""
     ends = [n for n, s in net.plan.spec.nodes.items() if s.is_endpoint]
     routers = [n for n, s in net.plan.spec.nodes.items() if s.kind != "switch"]
-    script = "; ".join(f"echo {d} $(ip -o route get {net.ip(d)})" for d in ends)
-    procs = {n: net.node_popen(n, script) for n in routers}
+    batch = "\n".join(f"route get {net.ip(d)}" for d in ends)
+    procs = {n: net.node_popen(n, f"ip -o -batch - <<'EOF'\n{batch}\nEOF") for n in routers}
     out: dict[str, dict[str, str | None]] = {}
     for node, proc in procs.items():
+        lines = proc.communicate()[0].splitlines()
+        assert len(lines) == len(ends), (node, lines)
         out[node] = {}
-        for line in proc.communicate()[0].splitlines():
-            dst, _, route = line.partition(" ")
+        for dst, route in zip(ends, lines, strict=True):
+            assert route.removeprefix("local ").startswith(net.ip(dst) + " "), route
             via = re.search(r" via (\S+)", route)
             out[node][dst] = via.group(1) if via else None
     return out
