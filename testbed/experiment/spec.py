@@ -612,8 +612,13 @@ def _check_protocols(spec: ExperimentSpec, d: Mapping, ck: Checker) -> None:
             )
         try:
             driver = registry.get(proto)
-        except ImportError:
-            continue  # driver not installed: cc cannot be checked here, the run will say so
+        except ImportError as exc:
+            raise ck.fail(
+                where if not where.startswith("flows.") else f"{where}.protocol",
+                f"protocol {proto!r} cannot be loaded ({type(exc).__name__}: {exc})",
+                obj,
+                okey,
+            ) from None
         try:
             driver.check_cc(cc)
         except ValueError as exc:

@@ -24,7 +24,7 @@ grid:
   bottleneck.bw_mbps: [20]
   bottleneck.loss_pct: [0, 1]
 flows:
-  - {protocol: qtp, cc: bbr, src: h1, dst: h2, size_mb: 5}
+  - {protocol: tcp, cc: bbr, src: h1, dst: h2, size_mb: 5}
   - {protocol: tcp, cc: cubic, src: h1, dst: h2, size_mb: 5}
 repeat: 2
 seed: 7
@@ -60,7 +60,7 @@ def test_unknown_flow_field():
 
 
 def test_bad_protocol_names_known_ones():
-    msg = error_of(BASE.replace("protocol: qtp", "protocol: quic"))
+    msg = error_of(BASE.replace("protocol: tcp", "protocol: quic", 1))
     assert msg.startswith("exp.yaml:7: flows.0.protocol: unknown protocol 'quic'"), msg
     assert "tcp" in msg
 
@@ -167,7 +167,7 @@ def _testbed(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     [
         (BASE.replace("seed: 7", "sede: 7"), [], "bad.yaml:10: sede: unknown field"),
         (
-            BASE.replace("protocol: qtp", "protocol: quic"),
+            BASE.replace("protocol: tcp", "protocol: quic", 1),
             [],
             "bad.yaml:7: flows.0.protocol: unknown protocol",
         ),
