@@ -111,7 +111,7 @@ def prepare_interfaces(root_ifs: list[str], mtu: int | None = None) -> None:
                     raise RuntimeError(f"{ifname}: cannot turn {feature} off")
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: kept in a set of active directions
 class _Direction:
     """One direction of one link: frames read on `in_sock`, scheduled, written on `out_sock`."""
 
@@ -238,6 +238,7 @@ class Engine:
         self.socks: list[socket.socket] = []
         self.seq = itertools.count()
         self.stopping = False
+        self.active: set[_Direction] = set()  # directions with frames in flight
 
     # -- setup -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -353,7 +354,12 @@ class Engine:
     def _read(self, d: _Direction, now: float) -> None:
         if d.ring is not None:
             self._read_ring(d, now)
-            return
+        else:
+            self._read_socket(d, now)
+        if d.queue or d.heap:
+            self.active.add(d)
+
+    def _read_socket(self, d: _Direction, now: float) -> None:
         recv = d.in_sock.recv
         offer = d.model.offer
         max_frame = d.max_frame
@@ -417,11 +423,10 @@ class Engine:
         """Send every frame due by now (+ SEND_EARLY_S); return the next delivery time."""
         limit = now + SEND_EARLY_S
         nxt = None
-        for d in self.dirs.values():
+        idle = []
+        for d in self.active:
             q = d.heap or d.queue
-            if not q:
-                continue
-            if q[0][0] <= limit:
+            if q and q[0][0] <= limit:
                 late = now - q[0][0]
                 if late > d.late_max_s:
                     d.late_max_s = late
@@ -432,11 +437,14 @@ class Engine:
                 else:
                     self._send_fifo(d, limit)
                 q = d.heap or d.queue
-                if not q:
-                    continue
+            if not q:
+                idle.append(d)
+                continue
             t = q[0][0]
             if nxt is None or t < nxt:
                 nxt = t
+        for d in idle:
+            self.active.discard(d)
         return nxt
 
     def _send_fifo(self, d: _Direction, limit: float) -> None:

@@ -181,8 +181,11 @@ def test_jitter_std_on_the_wire(link: LabLink, emulate) -> None:
     emulate(LinkParams(delay_ms=10.0, jitter_ms=2.0, reorder=True))
     owd = link.udp(1500, size=64, pps=500)["owd_ms"]
     assert len(owd) == 1500
-    assert statistics.mean(owd) == pytest.approx(10.0, abs=0.5)
-    assert statistics.pstdev(owd) == pytest.approx(2.0, rel=0.2)
+    # robust estimates (median, IQR / 1.349 for a normal law): a loaded machine adds rare
+    # scheduling outliers to the probes that are not the emulator's jitter
+    q1, med, q3 = statistics.quantiles(owd, n=4)
+    assert med == pytest.approx(10.0, abs=0.5)
+    assert (q3 - q1) / 1.349 == pytest.approx(2.0, rel=0.2)
 
 
 def test_two_workers_serve_their_links(tmp_path: Path) -> None:
