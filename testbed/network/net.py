@@ -164,14 +164,17 @@ class Network:
         stopper.start()
         record = self._record
         inodes = record.netns_inodes() if record else set()
-        victims = pids_in_netns(inodes) + [n.pid for n in self._nodes.values() if n.pid]
-        kill_all(victims)
+        kill_all([n.pid for n in self._nodes.values() if n.pid])
         for node in self._nodes.values():
             try:
-                node.terminate()
+                node.terminate()  # reaps the shell, closes its pty
             except Exception:  # already gone
                 pass
-        left = wait_gone(victims) + pids_in_netns(inodes)
+        left: list[int] = []
+        for _round in range(3):  # a process may have been forking while we looked
+            left = wait_gone(kill_all(pids_in_netns(inodes)))
+            if not left and not pids_in_netns(inodes):
+                break
         stopper.join(timeout=20)
         helpers = [ProcRef(**p) for p in (record.emulator if record else [])]
         left += wait_gone(kill_all([p.pid for p in helpers if p.alive()]))
