@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.metadata
+import itertools
 import math
 import os
 import platform
@@ -131,13 +132,18 @@ def trial_seed(seed: int, point: int, rep: int) -> int:
 
 
 def plan_trials(spec: ExperimentSpec) -> list[Trial]:
-    """Repetitions as blocks, grid points shuffled inside each block with the run's seed."""
+    """Repetitions as blocks; inside a block the points are shuffled with the run's seed, then
+    kept together per topology structure (structures in shuffled order too), so that a block
+    brings up each structure's network once. `order` is the execution order."""
     rng = random.Random(spec.seed)
     points = spec.points()
     out = []
     for rep in range(spec.repeat):
         block = list(points)
         rng.shuffle(block)
+        structures = list(dict.fromkeys(p.structure for p in block))
+        rng.shuffle(structures)
+        block.sort(key=lambda p: structures.index(p.structure))
         for point in block:
             out.append(Trial(point, rep, len(out), trial_seed(spec.seed, point.index, rep)))
     return out
@@ -974,8 +980,10 @@ def _fidelity_check(backend: str) -> dict[str, Any] | None:
 
 
 METHOD = {
-    "order": "repetition blocks; grid points shuffled within each block with the run seed",
-    "network_reuse": "one network per topology structure (topology params, MTUs); each trial first applies "
+    "order": "repetition blocks; grid points shuffled within each block with the run seed (kept together "
+    "per topology structure, structures shuffled too)",
+    "network_reuse": "one network per run of consecutive trials with the same topology structure (topology "
+    "params, MTUs); each trial first applies "
     "its point's link parameters with set_link (and undoes the previous trial's link events)",
     "baseline_rtt": "minimum ping RTT during the idle phase before the flows",
     "loaded_rtt": "mean ping RTT while the flow ran",
@@ -1067,10 +1075,9 @@ def run(
     old_term = _sigterm_as_interrupt()
     status = "partial"
     try:
-        structures: dict[tuple, list[Trial]] = {}
-        for t in todo:
-            structures.setdefault(t.point.structure, []).append(t)
-        for group in structures.values():
+        # Consecutive trials of one structure share a network (plan_trials keeps them together).
+        chunks = [list(g) for _, g in itertools.groupby(todo, key=lambda t: t.point.structure)]
+        for group in chunks:
             for t in group:
                 if t.point.index not in ctx.plans:
                     ctx.plans[t.point.index] = _topology(spec, t.point)
