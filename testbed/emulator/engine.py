@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..topology.model import LinkParams
-from .model import DirectionModel
+from .model import DirectionModel, QDelayHistogram
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -64,6 +64,7 @@ READ_BATCH = 64  # frames read from one socket before sending what is due
 WAKE_EARLY_S = 60e-6  # select() wakes this late on a typical VM, so ask for that much earlier
 SEND_EARLY_S = 20e-6  # frames due within this are sent now rather than after another sleep
 IDLE_TIMEOUT_S = 0.5
+RETRY_S = 200e-6  # wait before retrying a send refused for a full socket buffer
 
 # ethtool -K arguments for the node-side interfaces of emulated links (inside the namespaces).
 # `tx off`: full checksums in software (it implies TSO off); `tso off` also covers TSO flavours
@@ -128,9 +129,8 @@ class _Direction:
     csum_partial: int = 0  # frames whose checksum the sender left to offload (node side not set up)
     tx_errors: int = 0
     rx_kernel_drops: int = 0  # AF_PACKET receive-buffer overflows on in_sock
-    late_max_s: float = 0.0  # worst lateness of a send against its delivery time
-    late_sum_s: float = 0.0
-    late_n: int = 0
+    # lateness of each send against its delivery time: the emulator's own timing error
+    late: QDelayHistogram = field(default_factory=QDelayHistogram)
 
     @property
     def use_heap(self) -> bool:
@@ -167,8 +167,9 @@ class _Direction:
             csum_partial=self.csum_partial,
             tx_errors=self.tx_errors,
             rx_kernel_drops=self.kernel_drops(),
-            late_mean_ms=self.late_sum_s / self.late_n * 1e3 if self.late_n else 0.0,
-            late_max_ms=self.late_max_s * 1e3,
+            late_p50_ms=self.late.percentile(50) * 1e3,
+            late_p99_ms=self.late.percentile(99) * 1e3,
+            late_max_ms=self.late.max_s * 1e3,
         )
         return out
 
@@ -337,6 +338,7 @@ class Engine:
             if req.get("reset"):
                 for d in self.dirs.values():
                     d.model.reset_stats()
+                    d.late.reset()
             return {"ok": True, "stats": out, "cpu_s": sum(os.times()[:2])}
         if op == "shutdown":
             self.stopping = True
@@ -427,15 +429,10 @@ class Engine:
         for d in self.active:
             q = d.heap or d.queue
             if q and q[0][0] <= limit:
-                late = now - q[0][0]
-                if late > d.late_max_s:
-                    d.late_max_s = late
-                d.late_sum_s += late
-                d.late_n += 1
                 if d.heap:
-                    self._send_heap(d, limit)
+                    self._send_heap(d, now, limit)
                 else:
-                    self._send_fifo(d, limit)
+                    self._send_fifo(d, now, limit)
                 q = d.heap or d.queue
             if not q:
                 idle.append(d)
@@ -447,32 +444,48 @@ class Engine:
             self.active.discard(d)
         return nxt
 
-    def _send_fifo(self, d: _Direction, limit: float) -> None:
+    def _send_fifo(self, d: _Direction, now: float, limit: float) -> None:
         q = d.queue
         send = d.out_sock.send
         popleft = q.popleft
+        late = d.late
+        bins = late.bins
+        on_time = 0
         while q and q[0][0] <= limit:
-            frame = popleft()[1]
+            t, frame = popleft()
             try:
                 send(frame)
-            except BlockingIOError:
-                q.appendleft((limit, frame))  # socket buffer full: retry on the next round
-                return
+            except BlockingIOError:  # socket buffer full: retry shortly, without spinning
+                q.appendleft((limit + RETRY_S, frame))
+                break
             except OSError:
                 d.tx_errors += 1
+            lag = now - t  # inlined QDelayHistogram.add: this runs for every frame
+            if lag <= 0.0:
+                on_time += 1
+            elif lag < 0.01:
+                bins[int(lag * 1e5)] += 1
+                late.count += 1
+                if lag > late.max_s:
+                    late.max_s = lag
+            else:
+                late.add(lag)
+        late.count += on_time
+        late.zeros += on_time
 
-    def _send_heap(self, d: _Direction, limit: float) -> None:
+    def _send_heap(self, d: _Direction, now: float, limit: float) -> None:
         h = d.heap
         send = d.out_sock.send
         while h and h[0][0] <= limit:
-            _t, _seq, frame = heapq.heappop(h)
+            t, _seq, frame = heapq.heappop(h)
             try:
                 send(frame)
             except BlockingIOError:
-                heapq.heappush(h, (limit, next(self.seq), frame))
+                heapq.heappush(h, (limit + RETRY_S, next(self.seq), frame))
                 return
             except OSError:
                 d.tx_errors += 1
+            d.late.add(now - t)
 
     def run(self) -> None:
         # select() rather than epoll: its timeout has microsecond resolution (epoll: ms).
