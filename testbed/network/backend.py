@@ -111,12 +111,9 @@ class LinkState:
             "index": self.index, "link": self.spec.label, "a": self.spec.a, "b": self.spec.b,
             "mode": self.mode, "mtu": self.spec.mtu, "down": self.down,
             "root_interfaces": [n for n in (self.root_a, self.root_b) if n],
-            "ab": self.applied.get("ab", {}), "ba": self.applied.get("ba", {}), "notes": list(self.notes),
+            "ab": dict(self.applied.get("ab", {})), "ba": dict(self.applied.get("ba", {})),
+            "notes": list(self.notes),
         }
-
-
-NOTHING_APPLIED = {"bw_mbps": None, "delay_ms": 0.0, "jitter_ms": 0.0, "loss_pct": 0.0,
-                   "loss_burst": None, "queue_pkts": None}
 
 
 class LinkBackend(ABC):
@@ -172,5 +169,6 @@ class LinkBackend(ABC):
 
 
 def unshaped(link: LinkState) -> None:
+    """A plain veth: nothing applied in either direction (same keys as a shaped direction)."""
     for direction in ("ab", "ba"):
-        link.applied[direction] = dict(NOTHING_APPLIED)
+        link.applied[direction] = LinkParams().as_dict()

@@ -92,11 +92,11 @@ class NetemBackend(LinkBackend):
 
     def start(self, links: list[LinkState]) -> None:
         for link in links:
+            if link.mode == "direct":
+                unshaped(link)
+                continue
             for direction, params in link.params.items():
-                if link.mode == "direct":
-                    unshaped(link)
-                else:
-                    self.set_params(link, direction, params)
+                self.set_params(link, direction, params)
 
     def _seed(self, link: LinkState, direction: str) -> int | None:
         if not self.info.netem_seed:
