@@ -21,10 +21,21 @@ FLAG_MARK = "⚠"
 
 
 def condition_label(row: pd.Series | dict, cols: list[str]) -> str:
-    """ "key=value, ..." of the network condition (grid minus protocol choice); "all" if none."""
+    """ "key=value, ..." of the network condition (grid minus protocol choice); "all" if none.
+    Keys lose their link prefix ("bottleneck.loss_pct" -> "loss_pct") when that stays unambiguous."""
     if not cols:
         return "all"
-    return ", ".join(f"{c}={_short(row[c])}" for c in cols)
+    tails = [c.split(".")[-1] for c in cols]
+    names = tails if len(set(tails)) == len(tails) else cols
+    return ", ".join(f"{n}={_short(row[c])}" for n, c in zip(names, cols, strict=True))
+
+
+def conditions_in_order(s: pd.Series) -> list[str]:
+    """The conditions present in ``s``, in grid order (categorical order), else sorted."""
+    present = set(s.dropna().astype(str))
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return [c for c in s.cat.categories if c in present]
+    return sorted(present)
 
 
 def _short(v) -> str:
@@ -50,6 +61,13 @@ def add_row_metrics(run: Run) -> pd.DataFrame:
         if run.condition_cols
         else "all"
     )
+    # grid order (numeric where the grid is numeric), not the labels' alphabetical order
+    order = (
+        df.drop_duplicates("condition").sort_values(run.condition_cols)["condition"].tolist()
+        if run.condition_cols
+        else ["all"]
+    )
+    df["condition"] = pd.Categorical(df["condition"], categories=order, ordered=True)
     if "bottleneck_flows" not in df or df["bottleneck_flows"].isna().all():
         # Flows of one trial with the same configured rate and delay share the bottleneck (dumbbell);
         # flows on different paths (hub pairs) do not. An explicit `bottleneck_flows` column wins.
@@ -157,6 +175,7 @@ def path_tables(run: Run, df: pd.DataFrame) -> PathTables:
     agg["rpm"] = agg["loaded_rtt_ms"].map(qos.rpm)
     agg["rpm_max"] = agg["base_rtt_ms"].map(qos.rpm_max)
     agg["rpm_band"] = [g[1] for g in grades]
+    agg = agg.sort_values(["condition", "src", "dst"], kind="stable").reset_index(drop=True)
     checks = _policy_checks(run, agg)
     summary = checks.groupby(keys, sort=False, dropna=False)["passed"].agg(
         lambda s: "n/a" if s.isna().all() else f"{int(s.eq(True).sum())}/{int(s.notna().sum())}"
@@ -312,7 +331,7 @@ def protocol_tables(run: Run, df: pd.DataFrame, seed: int = 0) -> ProtocolTables
 
 def _verdicts(reps: pd.DataFrame, cond_cols: list[str], seed: int) -> pd.DataFrame:
     rows = []
-    for cond, g in reps.groupby("condition", sort=False):
+    for cond, g in reps.groupby("condition", sort=True, observed=True):
         variants = sorted(g["variant"].unique())
         for a, b in itertools.combinations(variants, 2):
             ga = g[g["variant"] == a].set_index("rep")

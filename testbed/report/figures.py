@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import qos, stats
+from .analysis import conditions_in_order
 from .load import Run
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def throughput_over_time(df: pd.DataFrame, ts: pd.DataFrame | None, out: Path) -
     )
     if t.empty:
         return None
-    conds = _pick(sorted(t["condition"].unique()))
+    conds = _pick(conditions_in_order(t["condition"]))
     colors = _colors(list(t["variant"].unique()))
     fig, axes = _panels(len(conds), height=3.4)
     for ax, cond in zip(axes, conds, strict=True):
@@ -163,7 +164,7 @@ def throughput_over_time(df: pd.DataFrame, ts: pd.DataFrame | None, out: Path) -
         "throughput_time",
         "Throughput over time",
         "Receiver throughput in 100 ms bins, summed over a protocol's flows in a trial, mean over "
-        "repetitions." + _shown(sorted(t["condition"].unique()), conds),
+        "repetitions." + _shown(conditions_in_order(t["condition"]), conds),
         _save(fig, out, "throughput_time"),
     )
 
@@ -192,27 +193,33 @@ def fairness_over_time(df: pd.DataFrame, ts: pd.DataFrame | None, out: Path) -> 
     if j.empty:  # flows of a trial ran one after another: nothing concurrent to compare
         return None
     j["mix"] = j["trial"].map(mix)
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    j["condition"] = j["trial"].map(df.drop_duplicates("trial").set_index("trial")["condition"])
     mixes = sorted(j["mix"].dropna().unique())
     colors = _colors(mixes)
-    for m in mixes[:10]:
-        g = j[j["mix"] == m].groupby("t_s")["jain"].mean()
-        ax.plot(g.index, g.to_numpy(), color=colors[m], label=m, linewidth=1.4)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("time since trial start (s)")
-    ax.set_ylabel("Jain's fairness index")
-    ax.legend(frameon=False, ncol=2)
+    all_conds = conditions_in_order(j["condition"])
+    conds = _pick(all_conds)
+    fig, axes = _panels(len(conds), height=3.4)
+    for ax, cond in zip(axes, conds, strict=True):
+        sub = j[j["condition"] == cond]
+        for m in mixes[:10]:
+            g = sub[sub["mix"] == m].groupby("t_s")["jain"].mean()
+            if len(g):
+                ax.plot(g.index, g.to_numpy(), color=colors[m], label=m, linewidth=1.4)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("time since trial start (s)")
+        ax.set_ylabel("Jain's fairness index")
+        if len(conds) > 1 or cond != "all":
+            ax.set_title(cond, fontsize=10)
+    axes[0].legend(frameon=False, loc="lower left")
     fig.tight_layout()
     return Figure(
         "fairness_time",
         "Fairness over time",
         "Jain's index of the concurrent flows' throughput per 100 ms bin (1 = equal shares, "
-        "1/n = one flow takes all), mean over trials with the same flow mix.",
+        "1/n = one flow takes all), mean over the trials of a condition with the same flow mix."
+        + _shown(all_conds, conds),
         _save(fig, out, "fairness_time"),
     )
-
-
-# ----------------------------------------------------------------------------- delay
 
 
 def _ecdf(ax, values: np.ndarray, **kw) -> None:
@@ -235,7 +242,7 @@ def owd_cdf(df: pd.DataFrame, probes: pd.DataFrame | None, out: Path) -> Figure 
     if p.empty or p["owd_ms"].notna().sum() == 0:
         return None
     by = "path_kind" if (p["path_kind"] != "").any() else "variant"
-    conds = _pick(sorted(p["condition"].unique()))
+    conds = _pick(conditions_in_order(p["condition"]))
     groups = sorted(p[by].unique())
     colors = _colors(groups)
     fig, axes = _panels(len(conds), height=3.6)
@@ -269,7 +276,7 @@ def owd_cdf(df: pd.DataFrame, probes: pd.DataFrame | None, out: Path) -> Figure 
         "One-way delay CDFs",
         "Empirical CDF of the UDP probe stream's one-way delay (RFC 7679), idle (dashed) and while the "
         "flows ran (solid); lost probes are excluded from the CDF and counted in the legend."
-        + _shown(sorted(p["condition"].unique()), conds),
+        + _shown(conditions_in_order(p["condition"]), conds),
         _save(fig, out, "owd_cdf"),
     )
 
@@ -292,7 +299,7 @@ def throughput_delay_scatter(df: pd.DataFrame, out: Path) -> Figure | None:
     if d.empty:
         return None
     colors = _colors(list(d["variant"].unique()))
-    all_conds = sorted(d["condition"].unique())
+    all_conds = conditions_in_order(d["condition"])
     conds = _pick(all_conds)
     fig, axes = _panels(len(conds), width=5.4, height=4.2)
     for ax, cond in zip(axes, conds, strict=True):
@@ -395,7 +402,7 @@ def fct_distribution(df: pd.DataFrame, out: Path) -> Figure | None:
         return None
     variants = sorted(d["variant"].unique())
     colors = _colors(variants)
-    all_conds = sorted(d["condition"].unique())
+    all_conds = conditions_in_order(d["condition"])
     conds = _pick(all_conds)
     fig, axes = _panels(len(conds), height=3.8)
     for ax, cond in zip(axes, conds, strict=True):
