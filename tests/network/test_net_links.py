@@ -2,6 +2,8 @@
 link down/up, and an honest applied(). Measured with ping and iperf3 against stated tolerances."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from nethelpers import median, nothing_left, pair_plan
 
@@ -109,3 +111,17 @@ def test_two_networks_at_once():
         assert one.netid != two.netid
         assert rtt_ok(median(ping_rtts(one, "h1", "h2", 10, 0.02)), 1)
         assert rtt_ok(median(ping_rtts(two, "h1", "h2", 10, 0.02)), 3)
+
+
+def test_link_mtu_applied_on_every_hop():
+    with Network(pair_plan(mtu=9000, delay_ms=1), backend="userspace") as net:
+        assert "mtu 9000" in net.node_run("h1", "ip -o link show dev h1-eth0").stdout
+        root = net.applied()["links"][0]["root_interfaces"][0]
+        shown = subprocess.run(["ip", "-o", "link", "show", "dev", root], capture_output=True, text=True)
+        assert "mtu 9000" in shown.stdout
+        # an unfragmented 8972-byte payload (9000-byte packet) crosses the emulated link
+        out = net.node_run("h1", f"ping -n -c 2 -M do -s 8972 {net.ip('h2')}", check=False)
+        assert " 0% packet loss" in out.stdout, out.stdout + out.stderr
+        keys = "net.ipv6.conf.h1-eth0.disable_ipv6 net.ipv4.tcp_no_metrics_save"
+        sysctl = net.node_run("h1", f"sysctl -n {keys}")
+        assert sysctl.stdout.split() == ["1", "1"]
