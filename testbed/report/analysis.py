@@ -69,10 +69,7 @@ def add_row_metrics(run: Run) -> pd.DataFrame:
     )
     df["condition"] = pd.Categorical(df["condition"], categories=order, ordered=True)
     if "bottleneck_flows" not in df or df["bottleneck_flows"].isna().all():
-        # Flows of one trial with the same configured rate and delay share the bottleneck (dumbbell);
-        # flows on different paths (hub pairs) do not. An explicit `bottleneck_flows` column wins.
-        keys = ["trial", "configured_rate_mbps", "configured_owd_ms"]
-        df["bottleneck_flows"] = df.groupby(keys, dropna=False)["flow"].transform("count")
+        df["bottleneck_flows"] = _sharing_flows(df)
     size = df["bytes"].where(df["bytes"] > 0, df["size_bytes"])
     df["ttr"] = [
         qos.transfer_time_ratio(f, s, r / max(n, 1), qos.transport_of(p))
@@ -96,6 +93,22 @@ def add_row_metrics(run: Run) -> pd.DataFrame:
     df["rpm"] = [qos.rpm(x) for x in loaded]
     df["rpm_share"] = [qos.rpm_grade(lo, b)[0] for lo, b in zip(loaded, base, strict=True)]
     return df
+
+
+def _sharing_flows(df: pd.DataFrame) -> pd.Series:
+    """Flows sharing each flow's bottleneck, for the RFC 6349 ideal rate: flows of the same trial with
+    the same configured rate and delay (a dumbbell; hub pairs on different paths differ) whose
+    [start, start + FCT] intervals overlap this flow's (sequential flows do not share)."""
+    out = pd.Series(1, index=df.index, dtype=float)
+    keys = ["trial", "configured_rate_mbps", "configured_owd_ms"]
+    for _, g in df.groupby(keys, dropna=False, sort=False):
+        if len(g) < 2:
+            continue
+        start = g["start_s"].fillna(0).to_numpy(float)
+        end = start + g["fct_s"].fillna(np.inf).to_numpy(float)
+        overlap = (start[:, None] < end[None, :]) & (start[None, :] < end[:, None])
+        out[g.index] = overlap.sum(axis=1)
+    return out
 
 
 # ----------------------------------------------------------------------------- paths

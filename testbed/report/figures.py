@@ -235,10 +235,18 @@ def owd_cdf(df: pd.DataFrame, probes: pd.DataFrame | None, out: Path) -> Figure 
     has operators, else by protocol; one panel per condition (at most four)."""
     if probes is None or probes.empty:
         return None
-    meta = df[["trial", "src", "dst", "path_kind", "variant", "condition"]].drop_duplicates(
-        ["trial", "src", "dst"]
+    # probes belong to a trial's path, not to a flow: label them with the trial's protocol mix on it
+    keys = ["trial", "src", "dst"]
+    meta = (
+        df.groupby(keys, sort=False, observed=True)
+        .agg(
+            path_kind=("path_kind", "first"),
+            condition=("condition", "first"),
+            variant=("variant", lambda s: " + ".join(sorted(set(s)))),
+        )
+        .reset_index()
     )
-    p = probes.merge(meta, on=["trial", "src", "dst"], how="inner")
+    p = probes.merge(meta, on=keys, how="inner")
     if p.empty or p["owd_ms"].notna().sum() == 0:
         return None
     by = "path_kind" if (p["path_kind"] != "").any() else "variant"
