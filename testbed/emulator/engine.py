@@ -127,6 +127,7 @@ class _Direction:
     heap: list = field(default_factory=list)  # (deliver_time, seq, frame) when reordering
     oversize: int = 0
     csum_partial: int = 0  # frames whose checksum the sender left to offload (node side not set up)
+    rx_errors: int = 0  # socket errors on in_sock (its interface went down or away)
     tx_errors: int = 0
     rx_kernel_drops: int = 0  # AF_PACKET receive-buffer overflows on in_sock
     # lateness of each send against its delivery time: the emulator's own timing error
@@ -165,6 +166,7 @@ class _Direction:
             in_flight=self.pending(),
             oversize=self.oversize,
             csum_partial=self.csum_partial,
+            rx_errors=self.rx_errors,
             tx_errors=self.tx_errors,
             rx_kernel_drops=self.kernel_drops(),
             late_p50_ms=self.late.percentile(50) * 1e3,
@@ -354,24 +356,30 @@ class Engine:
 
     # -- forwarding --------------------------------------------------------------------------
     def _read(self, d: _Direction, now: float) -> None:
-        if d.ring is not None:
-            self._read_ring(d, now)
-        else:
-            self._read_socket(d, now)
+        got = self._read_ring(d, now) if d.ring is not None else self._read_socket(d, now)
+        # readable without frames: an error is pending (interface down or gone). Reading it
+        # clears it; left pending, select() would report the socket again at once (a busy loop).
+        if not got and d.in_sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            d.rx_errors += 1
         if d.queue or d.heap:
             self.active.add(d)
 
-    def _read_socket(self, d: _Direction, now: float) -> None:
+    def _read_socket(self, d: _Direction, now: float) -> int:
+        """Read up to READ_BATCH frames with recv(); return how many."""
         recv = d.in_sock.recv
         offer = d.model.offer
         max_frame = d.max_frame
         use_heap = d.use_heap
         append = d.queue.append
-        for _ in range(READ_BATCH):
+        n = 0
+        for n in range(READ_BATCH):
             try:
                 frame = recv(RECV_SIZE)
             except BlockingIOError:
-                return
+                return n
+            except OSError:
+                d.rx_errors += 1
+                return n
             size = len(frame)
             if size > max_frame:
                 d.oversize += 1
@@ -383,8 +391,10 @@ class Engine:
                 heapq.heappush(d.heap, (t, next(self.seq), frame))
             else:
                 append((t, frame))
+        return READ_BATCH
 
-    def _read_ring(self, d: _Direction, now: float) -> None:
+    def _read_ring(self, d: _Direction, now: float) -> int:
+        """Take up to READ_BATCH frames from the receive ring; return how many."""
         ring = d.ring
         mm = ring.mm
         size_ = ring.frame_size
@@ -395,11 +405,13 @@ class Engine:
         max_frame = d.max_frame
         use_heap = d.use_heap
         append = d.queue.append
-        for _ in range(READ_BATCH):
+        n = 0
+        while n < READ_BATCH:
             off = i * size_
             status = mm[off]  # low byte of tp_status
             if not status & TP_STATUS_USER:
                 break
+            n += 1
             _status, length, snaplen, mac, _net = unpack(mm, off)
             start = off + mac
             frame = mm[start : start + snaplen]
@@ -420,6 +432,7 @@ class Engine:
             else:
                 append((t, frame))
         ring.index = i
+        return n
 
     def _send_due(self, now: float) -> float | None:
         """Send every frame due by now (+ SEND_EARLY_S); return the next delivery time."""

@@ -23,6 +23,8 @@ from ..topology.model import LinkParams
 from .control import EmuLink
 from .engine import NODE_SIDE_ETHTOOL
 
+SINK_MAC = "02:00:00:00:00:01"  # locally administered, owned by no lab interface
+
 
 def sh(*argv: str, check: bool = True) -> str:
     res = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -79,6 +81,22 @@ class LabLink:
         finally:
             srv.kill()
             srv.wait()
+
+    def flood(self, frame_len: int, seconds: float, senders: int = 2) -> dict:
+        """Raw frames x -> y from `senders` Python processes: {"sent", "duration_s"}.
+
+        The frames carry a destination MAC that y does not own, so y's stack drops them at
+        once: the cost measured is the emulator's, not y's (a UDP port-unreachable reply
+        path costs more than the forwarding itself).
+        """
+        tool = [sys.executable, "-m", "testbed.emulator.udptool", "flood", "--dst-mac", SINK_MAC,
+                "--src-ip", self.ip_x, "--dst-ip", self.ip_y, "--frame-len", str(frame_len),
+                "--seconds", str(seconds)]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        procs = [subprocess.Popen(self.in_x(*tool), stdout=subprocess.PIPE, text=True, env=env)
+                 for _ in range(senders)]  # fmt: skip
+        outs = [json.loads(p.communicate(timeout=seconds + 60)[0]) for p in procs]
+        return {"sent": sum(o["sent"] for o in outs), "duration_s": max(o["duration_s"] for o in outs)}
 
     def udp(self, count: int, size: int = 100, pps: float = 0, port: int = 5999, idle: float = 1.0) -> dict:
         """Send `count` numbered datagrams x -> y; the receiver's JSON (seqs, owd_ms, arrival_s)."""

@@ -33,6 +33,44 @@ def send(dst: str, port: int, count: int, size: int, pps: float) -> dict:
     return {"sent": count, "duration_s": time.monotonic() - start}
 
 
+def _ipv4_checksum(header: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, frame_len: int, port: int = 9) -> bytes:
+    """One Ethernet/IPv4/UDP frame of `frame_len` bytes (FCS excluded; at least 60)."""
+    frame_len = max(60, frame_len)
+    payload = bytes(frame_len - 14 - 20 - 8)
+    udp = struct.pack("!HHHH", port, port, 8 + len(payload), 0) + payload  # checksum 0: none (IPv4)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
+                     socket.inet_aton(src_ip), socket.inet_aton(dst_ip))  # fmt: skip
+    ip = ip[:10] + struct.pack("!H", _ipv4_checksum(ip)) + ip[12:]
+    eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
+    return eth + ip + udp
+
+
+def flood(ifname: str, dst_mac: str, src_ip: str, dst_ip: str, frame_len: int, seconds: float) -> dict:
+    """Send one prebuilt frame as fast as a raw socket allows: an offered load above what the
+    emulator forwards, to measure its packet rate."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((ifname, 0))
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        src_mac = f.read().strip()
+    frame = udp_frame(src_mac, dst_mac, src_ip, dst_ip, frame_len)
+    send = s.send
+    sent = 0
+    start = time.monotonic()
+    end = start + seconds
+    while time.monotonic() < end:
+        for _ in range(256):
+            send(frame)
+        sent += 256
+    return {"sent": sent, "duration_s": time.monotonic() - start}
+
+
 def recv(port: int, count: int, timeout: float, idle: float, ready_file: str | None) -> dict:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
@@ -74,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--count", type=int, default=1000)
     a.add_argument("--size", type=int, default=100, help="UDP payload bytes")
     a.add_argument("--pps", type=float, default=0, help="0: as fast as possible")
+    f = sub.add_parser("flood")
+    f.add_argument("--ifname", default="eth0")
+    f.add_argument("--dst-mac", required=True)
+    f.add_argument("--src-ip", required=True)
+    f.add_argument("--dst-ip", required=True)
+    f.add_argument("--frame-len", type=int, default=60, help="bytes without FCS")
+    f.add_argument("--seconds", type=float, default=3)
     b = sub.add_parser("recv")
     b.add_argument("--port", type=int, default=5999)
     b.add_argument("--count", type=int, default=1000)
@@ -83,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "send":
         out = send(args.dst, args.port, args.count, args.size, args.pps)
+    elif args.cmd == "flood":
+        out = flood(args.ifname, args.dst_mac, args.src_ip, args.dst_ip, args.frame_len, args.seconds)
     else:
         out = recv(args.port, args.count, args.timeout, args.idle, args.ready_file)
     json.dump(out, sys.stdout)

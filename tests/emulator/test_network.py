@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from testbed.emulator.control import Emulator, EmuLink
-from testbed.emulator.lab import Lab, LabLink, leftovers
+from testbed.emulator.lab import Lab, LabLink, leftovers, sh
 from testbed.topology.model import LinkParams
 
 pytestmark = pytest.mark.network
@@ -209,3 +209,20 @@ def test_missing_interface_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(TestbedError, match="tbnosuch0a"):
         emu.start()
     assert emu.pids() == []
+
+
+def test_interface_down_up_and_removal_do_not_spin(tmp_path: Path) -> None:
+    """A root end going down (or away) must neither kill the emulator nor make it busy-loop."""
+    with Lab(1, net=223) as lab2:
+        lk = lab2.links[0]
+        with Emulator([lk.emu_link(LinkParams(delay_ms=1.0))], seed=1, workdir=tmp_path) as emu:
+            assert len(lk.ping_rtts(3)) == 3
+            sh("ip", "link", "set", lk.if_a, "down")
+            time.sleep(0.3)
+            sh("ip", "link", "set", lk.if_a, "up")
+            assert len(lk.ping_rtts(3, interval=0.2)) >= 2  # the first may go while it comes up
+            sh("ip", "link", "del", lk.if_b)
+            cpu0 = emu.cpu_seconds()
+            time.sleep(1.0)
+            assert emu.cpu_seconds() - cpu0 < 0.2  # idle, not spinning on a dead socket
+            assert len(emu.pids()) == 1
