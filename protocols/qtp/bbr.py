@@ -45,6 +45,10 @@ FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
 EXTRA_ACKED_WINDOW_ROUNDS = 5  # two slots: a max over 5-10 round trips, as Linux
 EXTRA_ACKED_MAX_S = 0.1  # aggregation allowance at most 100 ms of data at btl_bw
+# The RTT term of the cwnd target is at least 2 ms: a Python peer acks on a 1 ms delayed-ACK
+# timer and the pacer releases ~1 ms bursts, so shorter round trips cannot be ack-clocked and
+# 2 x BDP of a 0.3 ms loopback RTT would leave the sender idle between ACK bursts.
+CWND_RTT_FLOOR_S = 0.002
 INITIAL_WINDOW_PACKETS = 10
 # The pacer's burst allowance: 16 datagrams, or 1 ms of data at high rates (a Python sender
 # cannot wake up more often than that without wasting the CPU it needs to build packets).
@@ -269,12 +273,11 @@ class BbrCongestionControl(QuicCongestionControl):
         """The ack-aggregation allowance in bytes."""
         return min(max(self._extra_acked), self.btl_bw * EXTRA_ACKED_MAX_S)
 
-    def _inflight_target(self, gain: float) -> float:
-        bdp = self.bdp
-        if bdp == 0.0:
+    def _inflight_target(self, gain: float, rtt_floor: float = 0.0) -> float:
+        if self.btl_bw == 0.0 or math.isinf(self.min_rtt):
             return INITIAL_WINDOW_PACKETS * self._mds
         # + 3 datagrams: room for delayed/aggregated acks (Linux's quantization budget)
-        return gain * bdp + 3 * self._mds
+        return gain * self.btl_bw * max(self.min_rtt, rtt_floor) + 3 * self._mds
 
     def _update_state(self, now: float, round_start: bool) -> None:
         if self.state == STARTUP and round_start:
@@ -353,7 +356,7 @@ class BbrCongestionControl(QuicCongestionControl):
         if self.state == PROBE_RTT:
             self.congestion_window = floor
             return
-        target = self._inflight_target(self.cwnd_gain)
+        target = self._inflight_target(self.cwnd_gain, CWND_RTT_FLOOR_S)
         cwnd = self.congestion_window
         if self._filled_pipe:
             cwnd = min(cwnd + acked, target + self.extra_acked)
