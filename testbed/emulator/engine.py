@@ -72,8 +72,9 @@ RETRY_S = 200e-6  # wait before retrying a send refused for a full socket buffer
 # AF_PACKET sees them. GSO stays on: the stack segments in software before the veth, so frames
 # stay within the MTU while the sender keeps its cheap 64 KB skbs (and its send buffer reach).
 NODE_SIDE_ETHTOOL = ["tx", "off", "tso", "off", "txvlan", "off"]
-# ethtool -K features turned off on the root ends; applied one by one, since veth lacks some.
-ROOT_SIDE_OFFLOADS = ["gro", "lro", "gso", "tso", "tx", "rx", "sg", "rx-gro-list", "rx-udp-gro-forwarding"]
+# ethtool -K features turned off on the root ends (rxvlan: VLAN tags stay in the frame we read).
+ROOT_SIDE_OFFLOADS = ["gro", "lro", "gso", "tso", "tx", "rx", "sg", "rxvlan", "rx-gro-list",
+                      "rx-udp-gro-forwarding"]  # fmt: skip
 # features that must read "off" on a root end afterwards, or frames would be merged
 ROOT_SIDE_REQUIRED_OFF = ["generic-receive-offload", "large-receive-offload"]
 
@@ -103,8 +104,9 @@ def prepare_interfaces(root_ifs: list[str], mtu: int | None = None) -> None:
         res = _run(link)
         if res.returncode != 0:
             raise RuntimeError(f"{ifname}: {' '.join(link)}: {res.stderr.strip()}")
-        for feature in ROOT_SIDE_OFFLOADS:  # some are fixed or unknown on veth: check below
-            _run(["ethtool", "-K", ifname, feature, "off"])
+        if _run(["ethtool", "-K", ifname, *(x for f in ROOT_SIDE_OFFLOADS for x in (f, "off"))]).returncode:
+            for feature in ROOT_SIDE_OFFLOADS:  # an older ethtool refuses the lot for one unknown name
+                _run(["ethtool", "-K", ifname, feature, "off"])
         shown = _run(["ethtool", "-k", ifname]).stdout
         for feature in ROOT_SIDE_REQUIRED_OFF:
             for line in shown.splitlines():
