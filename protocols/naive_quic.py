@@ -54,6 +54,7 @@ READ_SIZE = 65536
 async def handle_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """One sink exchange on one stream; errors end only this stream."""
     receiver = SinkReceiver(cpu_clock=time.process_time)
+    reply = b""
     try:
         while not receiver.done:
             data = await reader.read(READ_SIZE)
@@ -64,10 +65,11 @@ async def handle_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
                 writer.write(reply)
     except m.QtpError as exc:
         print(f"aioquic server: {exc}", file=sys.stderr)
-        writer.write(m.encode(m.Error(exc.code, exc.message)))
+        reply = m.encode(m.Error(exc.code, exc.message))
     except Exception as exc:
         print(f"aioquic server: {one_line(exc)}", file=sys.stderr)
-    finally:
+    with contextlib.suppress(Exception):  # the connection may be gone already
+        writer.write(reply)
         writer.write_eof()
 
 
