@@ -54,15 +54,15 @@ READ_SIZE = 65536
 async def handle_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """One sink exchange on one stream; errors end only this stream."""
     receiver = SinkReceiver(cpu_clock=time.process_time)
-    reply = b""
+    reply = b""  # an ERROR frame, when the exchange fails
     try:
         while not receiver.done:
             data = await reader.read(READ_SIZE)
             if not data:
                 receiver.eof()
-            reply = receiver.feed(data)
-            if reply:
-                writer.write(reply)
+            out = receiver.feed(data)
+            if out:
+                writer.write(out)
     except m.QtpError as exc:
         print(f"aioquic server: {exc}", file=sys.stderr)
         reply = m.encode(m.Error(exc.code, exc.message))
