@@ -48,17 +48,18 @@ TP_STATUS_USER = 1
 TP_STATUS_CSUMNOTREADY = 8
 TP2_HDR = struct.Struct("<IIIHH")  # tpacket2_hdr: status, len, snaplen, mac offset, net offset
 RELEASE = bytes(4)  # TP_STATUS_KERNEL: hands a ring slot back
-RING_BLOCK_BYTES = 1 << 16
-RING_TOTAL_BYTES = 256 << 20  # all rings of one process together stay below this
-RING_MAX_BYTES = 16 << 20  # per socket: 8192 frames of up to 1.9 KB, ~100 ms at 1 Gbit/s
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 PR_SET_TIMERSLACK = 29
-SNDBUF_BYTES = 8 << 20
-# The receive buffer is the emulator's own queue when it falls behind (CPU taken by others):
-# too small and TCP at 40 ms RTT sees spurious losses (2 MiB: ~10^4 retransmits in 4 s at
-# 1 Gbit/s), too large and an overloaded emulator adds tens of ms. Overflows: rx_kernel_drops.
+# The receive ring (or, without one, the receive buffer) is the emulator's own queue whenever it
+# falls behind (CPU taken by others): too small and TCP at 40 ms RTT sees spurious losses (4096
+# slots or a 2 MiB buffer: hundreds to 10^4 retransmits in 4 s at 1 Gbit/s on a loaded machine),
+# too large and an overloaded emulator adds tens of ms. Overflows count as rx_kernel_drops.
+RING_BLOCK_BYTES = 1 << 16
+RING_MAX_BYTES = 16 << 20  # per socket: 8192 slots of 2 KiB, ~100 ms of MTU frames at 1 Gbit/s
+RING_TOTAL_BYTES = 256 << 20  # all rings of one process together stay below this
 RCVBUF_BYTES = int(os.environ.get("TESTBED_EMU_RCVBUF", 8 << 20))
+SNDBUF_BYTES = 8 << 20
 RECV_SIZE = 65536
 READ_BATCH = 64  # frames read from one socket before sending what is due
 WAKE_EARLY_S = 60e-6  # select() wakes this late on a typical VM, so ask for that much earlier
@@ -139,13 +140,6 @@ class _Direction:
     def use_heap(self) -> bool:
         return self.model.params.reorder or bool(self.heap)
 
-    def head_time(self) -> float | None:
-        if self.heap:
-            return self.heap[0][0]
-        if self.queue:
-            return self.queue[0][0]
-        return None
-
     def pending(self) -> int:
         return len(self.queue) + len(self.heap)
 
@@ -161,6 +155,12 @@ class _Direction:
         _packets, drops = struct.unpack("II", raw)  # reading resets the kernel's counters
         self.rx_kernel_drops += drops
         return self.rx_kernel_drops
+
+    def reset_stats(self) -> None:
+        self.model.reset_stats()
+        self.kernel_drops()  # zeroes the kernel's counter
+        self.oversize = self.csum_partial = self.rx_errors = self.tx_errors = self.rx_kernel_drops = 0
+        self.late.reset()
 
     def stats(self) -> dict[str, Any]:
         out = {"link_id": self.link_id, "direction": self.name, **self.model.stats()}
@@ -341,8 +341,7 @@ class Engine:
             out = [d.stats() for d in self.dirs.values()]
             if req.get("reset"):
                 for d in self.dirs.values():
-                    d.model.reset_stats()
-                    d.late.reset()
+                    d.reset_stats()
             return {"ok": True, "stats": out, "cpu_s": sum(os.times()[:2])}
         if op == "shutdown":
             self.stopping = True
