@@ -49,6 +49,8 @@ def test_dumbbell_report_sections_and_figures(dumbbell_report):
         "fct",
     } <= _figs(dumbbell_report)
     assert "hub_heatmap" not in _figs(dumbbell_report)  # a dumbbell sweep has no hub matrix
+    assert "| bottleneck | r1 → r2 | emulator | 100 |" in md  # links as applied, per direction
+    assert "| userspace | rate 100 Mbit/s | 100 | 97.1 | ±5 % | ✓ pass |" in md  # fidelity rows
     for p in dumbbell_report.figures:
         assert p.is_file() and p.read_bytes().startswith(PNG) and p.stat().st_size > 5000
         assert f"figures/{p.name}" in md
@@ -248,6 +250,7 @@ def test_metadata_variants_are_tolerated(tmp_path, dumbbell_run):
     shutil.copytree(dumbbell_run, run)
     meta = json.loads((run / "metadata.json").read_text())
     meta.update(topology=None, fidelity_check={"skipped": "--no-check"}, status="partial")
+    failed = {**json.loads((run / "metadata.json").read_text())["fidelity_check"], "passed": False}
     meta.pop("grid_keys")
     (run / "metadata.json").write_text(json.dumps(meta))
     out = build_report(run, tmp_path / "out")
@@ -255,3 +258,6 @@ def test_metadata_variants_are_tolerated(tmp_path, dumbbell_run):
     assert "skipped (--no-check)" in md and "Status **partial**" in md
     assert "topology" not in _figs(out)
     assert len(pd.read_csv(out.summary)) == 12  # grid columns still found without grid_keys
+    meta["fidelity_check"] = failed
+    (run / "metadata.json").write_text(json.dumps(meta))
+    assert "Fidelity check: **FAILED**" in build_report(run, tmp_path / "out2").markdown.read_text()
