@@ -197,11 +197,15 @@ def _prepare_results(df: pd.DataFrame) -> pd.DataFrame:
         df["flow"] = 0
     df["rep"] = df["rep"].fillna(0).astype(int)
     df["point"] = df["point"].fillna(0).astype(int)
-    # protocol/cc label: cc only when one protocol runs with several controllers
+    # what the report compares: the flow's label when the spec gave one, else protocol, with /cc
+    # only when one protocol runs with several congestion controllers
     multi_cc = df.groupby("protocol")["cc"].nunique()
+    labels = df["label"].astype("string").fillna("").astype(str).str.strip() if "label" in df else None
     df["variant"] = [
-        f"{p}/{c}" if c and multi_cc.get(p, 0) > 1 else p
-        for p, c in zip(df["protocol"], df["cc"], strict=True)
+        (lb if labels is not None and lb else f"{p}/{c}" if c and multi_cc.get(p, 0) > 1 else p)
+        for p, c, lb in zip(
+            df["protocol"], df["cc"], labels if labels is not None else [""] * len(df), strict=True
+        )
     ]
     flags = df["flags"].str.split(";").apply(lambda xs: [x.strip() for x in xs if x.strip()])
     extra = np.where(df["cpu_limited"], "cpu_limited", "")

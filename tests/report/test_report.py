@@ -261,3 +261,16 @@ def test_metadata_variants_are_tolerated(tmp_path, dumbbell_run):
     meta["fidelity_check"] = failed
     (run / "metadata.json").write_text(json.dumps(meta))
     assert "Fidelity check: **FAILED**" in build_report(run, tmp_path / "out2").markdown.read_text()
+
+
+def test_variant_is_flow_label_else_protocol_and_cc(tmp_path, dumbbell_run):
+    from testbed.report.load import load_run
+
+    run = tmp_path / "r"
+    shutil.copytree(dumbbell_run, run)
+    res = pd.read_csv(run / "results.csv")
+    res["label"] = np.where(res["protocol"] == "qtp", "qtp-8MB", "")
+    res.loc[(res["protocol"] == "tcp") & (res["flow"] == 1), "cc"] = "bbr"
+    res.to_csv(run / "results.csv", index=False)
+    variants = set(load_run(run).results["variant"])
+    assert variants == {"qtp-8MB", "tcp/cubic", "tcp/bbr", "aioquic"}
