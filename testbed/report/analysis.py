@@ -62,11 +62,7 @@ def add_row_metrics(run: Run) -> pd.DataFrame:
         else "all"
     )
     # grid order (numeric where the grid is numeric), not the labels' alphabetical order
-    order = (
-        df.drop_duplicates("condition").sort_values(run.condition_cols)["condition"].tolist()
-        if run.condition_cols
-        else ["all"]
-    )
+    order = _grid_order(df, run.condition_cols) if run.condition_cols else ["all"]
     df["condition"] = pd.Categorical(df["condition"], categories=order, ordered=True)
     if "bottleneck_flows" not in df or df["bottleneck_flows"].isna().all():
         df["bottleneck_flows"] = _sharing_flows(df)
@@ -93,6 +89,15 @@ def add_row_metrics(run: Run) -> pd.DataFrame:
     df["rpm"] = [qos.rpm(x) for x in loaded]
     df["rpm_share"] = [qos.rpm_grade(lo, b)[0] for lo, b in zip(loaded, base, strict=True)]
     return df
+
+
+def _grid_order(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    """Condition labels sorted by their grid values (numbers numerically; mixed columns as text)."""
+    first = df.drop_duplicates("condition")
+    try:
+        return first.sort_values(cols)["condition"].tolist()
+    except TypeError:  # a column mixing numbers and text
+        return first.sort_values(cols, key=lambda s: s.astype(str))["condition"].tolist()
 
 
 def _sharing_flows(df: pd.DataFrame) -> pd.Series:

@@ -167,7 +167,10 @@ def load_run(run_dir: str | Path) -> Run:
     res_path = path / "results.csv"
     if not res_path.is_file():
         raise TestbedError(f"{res_path}: missing (no trial finished yet?)")
-    results = _prepare_results(_read_csv(res_path, REQUIRED_RESULTS))
+    raw = _read_csv(res_path, REQUIRED_RESULTS)
+    if raw.empty:
+        raise TestbedError(f"{res_path}: no rows (no trial has finished yet)")
+    results = _prepare_results(raw)
     ts = probes = None
     if (path / "timeseries.csv").is_file():
         ts = _read_csv(path / "timeseries.csv", ("trial", "flow", "protocol", "t_s", "mbps"))

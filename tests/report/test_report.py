@@ -201,6 +201,9 @@ def test_errors_name_the_file(tmp_path):
     (tmp_path / "empty" / "results.csv").write_text("trial,point\np0-r0,0\n")
     with pytest.raises(TestbedError, match=r"results\.csv: missing column\(s\) rep, protocol, goodput_mbps"):
         build_report(tmp_path / "empty")
+    (tmp_path / "empty" / "results.csv").write_text("trial,point,rep,protocol,goodput_mbps\n")
+    with pytest.raises(TestbedError, match=r"results\.csv: no rows"):
+        build_report(tmp_path / "empty")
     (tmp_path / "empty" / "metadata.json").write_text("{not json")
     with pytest.raises(TestbedError, match="invalid JSON"):
         build_report(tmp_path / "empty")
@@ -274,3 +277,19 @@ def test_variant_is_flow_label_else_protocol_and_cc(tmp_path, dumbbell_run):
     res.to_csv(run / "results.csv", index=False)
     variants = set(load_run(run).results["variant"])
     assert variants == {"qtp-8MB", "tcp/cubic", "tcp/bbr", "aioquic"}
+
+
+def test_bottleneck_sharing_needs_overlap():
+    from testbed.report.analysis import _sharing_flows
+
+    df = pd.DataFrame(
+        {
+            "trial": ["t"] * 4,
+            "configured_rate_mbps": [20.0] * 3 + [50.0],
+            "configured_owd_ms": [10.0] * 4,
+            "start_s": [0.0, 0.5, 3.0, 0.0],
+            "fct_s": [1.0, 1.0, 1.0, 5.0],
+        }
+    )
+    # flows 0 and 1 overlap on the 20 Mbit/s path; flow 2 runs after them; flow 3 is on another path
+    assert _sharing_flows(df).tolist() == [2, 2, 1, 1]
