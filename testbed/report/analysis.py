@@ -155,6 +155,8 @@ def path_tables(run: Run, df: pd.DataFrame) -> PathTables:
         df = df.merge(idle, on=["trial", "src", "dst"], how="left")
     else:
         df = df.assign(idle_owd_ms=np.nan, idle_loss_pct=np.nan)
+    if "idle_owd_p50_ms" in df:  # without probes.csv: the runner's idle median stands in for the mean
+        df["idle_owd_ms"] = df["idle_owd_ms"].fillna(pd.to_numeric(df["idle_owd_p50_ms"], errors="coerce"))
     keys = ["src", "dst", "path_kind", "condition"]
     agg = (
         df.groupby(keys, sort=False, dropna=False)
