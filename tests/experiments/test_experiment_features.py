@@ -46,7 +46,8 @@ def test_competing_flows_mix_and_events(tmp_path: Path):
     # duration flows: sized for the configured rate x duration, measured over their window
     assert (bulk["size_bytes"] == 20e6 / 8 * 3 + 1).all()
     assert (bulk["window_goodput_mbps"] <= 20 * 1.05).all()
-    assert bulk["window_goodput_mbps"].sum() == pytest.approx(15, abs=4)  # 1.5 s at 20 + 1.5 s at 10
+    # together at most what the link carried (1.5 s at 20 + 1.5 s at 10 Mbit/s = 15), and not idle
+    assert 7.5 < bulk["window_goodput_mbps"].sum() <= 15 * 1.05
     assert bulk["fairness"].between(0.5, 1.0).all() and bulk["fairness"].nunique() == 1
     assert (bulk["start_s"] < 0.2).all()  # one group: they start together
     # the mix: 5 instances 100 ms apart, after the bulk group, each 64 kB
