@@ -241,15 +241,19 @@ class _TxRing:
             s.close()
             raise
         self.index = 0
-        self.flush_errors = 0
+        self.broken = False  # the last flush failed: interface down or gone
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Hand the kernel every requested slot; False when the interface refused them."""
         try:
             self.sock.send(b"", socket.MSG_DONTWAIT)
         except BlockingIOError:  # the slots stay requested: the next flush sends them
             pass
         except OSError:
-            self.flush_errors += 1
+            self.broken = True
+            return False
+        self.broken = False
+        return True
 
     def close(self) -> None:
         self.mm.close()
@@ -575,12 +579,19 @@ class Engine:
             status = mm[off]
             if status:  # slot still owned by the kernel (or refused)
                 if pending:
-                    tx.flush()
+                    if not tx.flush():
+                        d.tx_errors += pending  # stuck in the ring: count them lost
                     pending = 0
                     continue
                 if status & TP_STATUS_WRONG_FORMAT:
                     mm[off : off + 4] = RELEASE
                     d.tx_errors += 1
+                    continue
+                if tx.broken:  # the interface refuses frames: lose them, as a cut wire would
+                    tx.flush()
+                    if tx.broken:
+                        popleft()
+                        d.tx_errors += 1
                     continue
                 q[0] = (limit + RETRY_S, q[0][1])  # ring full: retry shortly, without spinning
                 break
@@ -605,8 +616,8 @@ class Engine:
             else:
                 late.add(lag)
         tx.index = i
-        if pending:
-            tx.flush()
+        if pending and not tx.flush():
+            d.tx_errors += pending
         late.count += on_time
         late.zeros += on_time
 

@@ -98,14 +98,16 @@ class LabLink:
         outs = [json.loads(p.communicate(timeout=seconds + 60)[0]) for p in procs]
         return {"sent": sum(o["sent"] for o in outs), "duration_s": max(o["duration_s"] for o in outs)}
 
-    def udp(self, count: int, size: int = 100, pps: float = 0, port: int = 5999, idle: float = 1.0) -> dict:
+    def udp(self, count: int, size: int = 100, pps: float = 0, port: int = 5999, idle: float = 1.0,
+            timeout: float = 30.0) -> dict:  # fmt: skip
         """Send `count` numbered datagrams x -> y; the receiver's JSON (seqs, owd_ms, arrival_s)."""
         tool = [sys.executable, "-m", "testbed.emulator.udptool"]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         with tempfile.TemporaryDirectory() as tmp:
             ready = Path(tmp) / "ready"
             rx = subprocess.Popen(self.in_y(*tool, "recv", "--port", str(port), "--count", str(count),
-                                            "--idle", str(idle), "--ready-file", str(ready)),
+                                            "--idle", str(idle), "--timeout", str(timeout),
+                                            "--ready-file", str(ready)),
                                   stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
             try:
                 deadline = time.monotonic() + 10

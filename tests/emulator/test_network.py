@@ -226,3 +226,17 @@ def test_interface_down_up_and_removal_do_not_spin(tmp_path: Path) -> None:
             time.sleep(1.0)
             assert emu.cpu_seconds() - cpu0 < 0.2  # idle, not spinning on a dead socket
             assert len(emu.pids()) == 1
+
+
+def test_traffic_towards_a_removed_interface_is_dropped_without_spinning(tmp_path: Path) -> None:
+    with Lab(1, net=226) as lab2:
+        lk = lab2.links[0]
+        with Emulator([lk.emu_link(LinkParams())], seed=1, workdir=tmp_path) as emu:
+            sh("ip", "link", "del", lk.if_b)
+            res = lk.udp(3000, size=1000, pps=3000, idle=0.2, timeout=2.0)  # x still sends towards y
+            assert res["received"] == 0
+            cpu0 = emu.cpu_seconds()
+            time.sleep(0.5)
+            assert emu.cpu_seconds() - cpu0 < 0.1
+            s = stat(emu)
+            assert s["forwarded_pkts"] == 3000 and s["tx_errors"] == 3000
