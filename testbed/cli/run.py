@@ -30,6 +30,15 @@ def finish(result, report: bool) -> None:
     grid_keys = list(result.metadata.get("grid_keys") or [])
     click.echo("")
     click.echo(format_summary(result.summary, result.comparisons, grid_keys))
+    df = result.results
+    if not df.empty and "ok" in df:
+        failed = df[df["ok"].astype(str).str.lower() != "true"]
+        if len(failed):
+            first = failed.iloc[0]
+            click.echo(
+                f"\n{len(failed)} of {len(df)} flows failed (not in the summary); "
+                f"first: trial {first['trial']} flow {first['flow']}: {first.get('error')}"
+            )
     done = result.metadata.get("trials", {})
     click.echo(
         f"\nrun: {result.run_dir}  ({result.metadata.get('status')}, "

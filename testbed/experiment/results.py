@@ -206,6 +206,10 @@ def summarize(
         return pd.DataFrame(), pd.DataFrame()
     df = results.copy()
     df["flow_name"] = flow_key(df)
+    if "ok" in df:  # a failed transfer's goodput says nothing about the protocol: counted apart
+        df = df[df["ok"].astype(str).str.lower() == "true"]
+        if df.empty:
+            return pd.DataFrame(), pd.DataFrame()
     by = ["point", *grid_keys, "flow_name"]
     parts = []
     for metric, _ in SUMMARY_METRICS:
