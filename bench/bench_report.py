@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from testbed.report import build_report, compare_runs  # noqa: E402
+from testbed.report.synthetic import HUBS as HUBS_NODES  # noqa: E402
 from testbed.report.synthetic import SyntheticSpec, write_synthetic_run  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "report.md"
@@ -54,7 +55,8 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
         tmp = Path(tmp)
-        for label, spec in (("100 grid points (dumbbell)", GRID_100), ("hubs (21 pairs)", HUBS)):
+        pairs = len(HUBS_NODES) * (len(HUBS_NODES) - 1) // 2
+        for label, spec in (("100 grid points (dumbbell)", GRID_100), (f"hubs ({pairs} hub pairs)", HUBS)):
             run, gen_s, _ = timed(lambda spec=spec: write_synthetic_run(tmp / spec.name, spec))
             size_mb = sum(f.stat().st_size for f in run.glob("*.csv")) / 1e6
             load = loadavg()
