@@ -108,13 +108,21 @@ def ls_cmd(directory) -> None:
         click.echo(f"no runs in {directory}")
         return
     width = max(len(r["run"]) for r in runs)
-    click.echo(f"{'run':<{width}}  {'status':<9} {'trials':>9}  started                    ended")
+    click.echo(f"{'run':<{width}}  {'status':<9} {'trials':>7}  {'started':<19}  took")
     for r in runs:
         trials = f"{r['done']}/{r['total'] if r['total'] is not None else '?'}"
-        click.echo(
-            f"{r['run']:<{width}}  {r['status']:<9} {trials:>9}  {(r['started'] or '-')[:25]:<25}  "
-            f"{(r['ended'] or '-')[:25]}"
-        )
+        started = (r["started"] or "-")[:19].replace("T", " ")
+        click.echo(f"{r['run']:<{width}}  {r['status']:<9} {trials:>7}  {started:<19}  {_took(r)}")
+
+
+def _took(r: dict) -> str:
+    from datetime import datetime
+
+    try:
+        secs = (datetime.fromisoformat(r["ended"]) - datetime.fromisoformat(r["started"])).total_seconds()
+    except (TypeError, ValueError):
+        return "-"
+    return f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.1f} min"
 
 
 COMMANDS: list = [run_cmd, ls_cmd]
