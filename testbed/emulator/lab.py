@@ -122,7 +122,13 @@ class LabLink:
                     rx.kill()
                     rx.wait()
         result = json.loads(out)
-        result["sent"] = json.loads(tx.stdout)
+        sent = json.loads(tx.stdout)
+        tx_ns = {int(k): v for k, v in sent.pop("tx_ns", {}).items()}
+        result["sent"] = sent
+        # one-way delay between the kernel's transmit stamp (x's veth) and receive stamp (y):
+        # without the probe processes' own scheduling delays
+        pairs = zip(result["seqs"], result["rx_ns"], strict=True)
+        result["kernel_owd_ms"] = [(rx - tx_ns[q]) / 1e6 for q, rx in pairs if q in tx_ns]
         return result
 
 

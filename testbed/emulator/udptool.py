@@ -18,9 +18,35 @@ HEADER = struct.Struct("!IQ")  # sequence number, send time (ns, CLOCK_REALTIME)
 SO_TIMESTAMPNS = 35
 
 
+SO_TIMESTAMPING = 37
+# software TX timestamps (taken in the veth's xmit), reported without the packet, numbered
+TS_FLAGS = (1 << 1) | (1 << 4) | (1 << 7) | (1 << 11)  # TX_SOFTWARE | SOFTWARE | OPT_ID | OPT_TSONLY
+SOCK_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err: errno, origin, type, code, pad, info, data
+
+
+def _drain_tx_stamps(s: socket.socket, stamps: dict[int, int]) -> None:
+    """Collect the kernel's transmit timestamps (seq -> ns, CLOCK_REALTIME) from the error queue."""
+    while True:
+        try:
+            _data, anc, _flags, _addr = s.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        ts = seq = None
+        for level, kind, val in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING:
+                sec, nsec = struct.unpack_from("qq", val)
+                ts = sec * 1_000_000_000 + nsec
+            elif len(val) >= SOCK_EE.size:  # IP_RECVERR: the OPT_ID counter in ee_data
+                seq = SOCK_EE.unpack_from(val)[6]
+        if ts and seq is not None:
+            stamps[seq] = ts
+
+
 def send(dst: str, port: int, count: int, size: int, pps: float) -> dict:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TS_FLAGS)
+    stamps: dict[int, int] = {}
     pad = bytes(max(0, size - HEADER.size))
     gap = 1.0 / pps if pps > 0 else 0.0
     start = time.monotonic()
@@ -30,7 +56,11 @@ def send(dst: str, port: int, count: int, size: int, pps: float) -> dict:
             if wait > 0:
                 time.sleep(wait)
         s.sendto(HEADER.pack(seq, time.time_ns()) + pad, (dst, port))
-    return {"sent": count, "duration_s": time.monotonic() - start}
+        if seq % 64 == 63:
+            _drain_tx_stamps(s, stamps)
+    time.sleep(0.05)
+    _drain_tx_stamps(s, stamps)
+    return {"sent": count, "duration_s": time.monotonic() - start, "tx_ns": stamps}
 
 
 def _ipv4_checksum(header: bytes) -> int:
@@ -81,6 +111,7 @@ def recv(port: int, count: int, timeout: float, idle: float, ready_file: str | N
     seqs: list[int] = []
     owd_ms: list[float] = []
     arrival_s: list[float] = []
+    rx_stamps: list[int] = []
     deadline = time.monotonic() + timeout
     while len(seqs) < count:
         left = deadline - time.monotonic()
@@ -100,7 +131,8 @@ def recv(port: int, count: int, timeout: float, idle: float, ready_file: str | N
         seqs.append(seq)
         owd_ms.append((rx_ns - sent_ns) / 1e6)
         arrival_s.append(rx_ns / 1e9)
-    return {"received": len(seqs), "seqs": seqs, "owd_ms": owd_ms, "arrival_s": arrival_s}
+        rx_stamps.append(rx_ns)
+    return {"received": len(seqs), "seqs": seqs, "owd_ms": owd_ms, "arrival_s": arrival_s, "rx_ns": rx_stamps}
 
 
 def main(argv: list[str] | None = None) -> int:
