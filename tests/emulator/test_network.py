@@ -106,14 +106,14 @@ def test_same_seed_same_dropped_packets(link: LabLink, emulate) -> None:
 
 def test_queue_overflow_drops_and_rate(link: LabLink, emulate) -> None:
     emu = emulate(LinkParams(bw_mbps=10.0, queue_pkts=20))
-    n = 1500  # 1514-byte frames blasted at far more than 10 Mbit/s
-    res = link.udp(n, size=1472, pps=0)
+    n = 1650  # 1514-byte frames at 20 Mbit/s for 1 s: twice the link rate
+    res = link.udp(n, size=1472, pps=1650)
     s = stat(emu)
     assert s["dropped_queue"] > 0
-    assert s["dropped_queue"] + res["received"] == n
+    assert s["dropped_queue"] + res["received"] == n, s
     arr = res["arrival_s"]
     rate = (len(arr) - 1) * 1514 * 8 / (arr[-1] - arr[0]) / 1e6
-    assert rate == pytest.approx(10.0, rel=0.05)
+    assert rate == pytest.approx(10.0, rel=0.05), s
     # a full 20-frame FIFO at 10 Mbit/s is ~24 ms of queueing
     assert s["qdelay_max_ms"] == pytest.approx(20 * 1514 * 8 / 10e6 * 1e3, rel=0.1)
 
