@@ -341,7 +341,7 @@ def protocol_tables(run: Run, df: pd.DataFrame, seed: int = 0) -> ProtocolTables
         for m in PROTO_METRICS:
             row[m] = float(r[m].mean()) if r[m].notna().any() else math.nan
         for m in CI_METRICS:
-            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = stats.bootstrap_ci(r[m], seed=seed)
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"], row["ci_method"] = stats.mean_ci(r[m], seed=seed)
         row["flags"] = flag_counts(g["flag_list"])
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -365,6 +365,7 @@ def _verdicts(reps: pd.DataFrame, cond_cols: list[str], seed: int) -> pd.DataFra
                         f"{m}_ci_low": c.ci_low,
                         f"{m}_ci_high": c.ci_high,
                         f"{m}_verdict": c.verdict,
+                        "ci_method": c.method,
                         "n_pairs": c.n,
                     }
                 )

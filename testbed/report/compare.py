@@ -29,7 +29,7 @@ def compare_runs(
     run_a: str | Path, run_b: str | Path, out_dir: str | Path | None = None, *, seed: int = 0
 ) -> ReportPaths:
     """Per condition × protocol present in both runs and per metric: mean(B) − mean(A) over
-    repetitions with a 95 % percentile-bootstrap CI (runs are independent: unpaired), flagged when
+    repetitions with a 95 % CI (runs are independent: unpaired; bootstrap, Welch's t below 5), flagged when
     the CI excludes 0. Writes compare.md, compare.html, compare.csv and figures/compare_goodput.png
     into ``out_dir`` (default: ``<run_b>/compare-<name of run A>``)."""
     a, b = load_run(run_a), load_run(run_b)
@@ -159,7 +159,9 @@ def _document(
         Block(
             "p",
             "Difference = mean(B) − mean(A) over repetitions (each averaged over its flows), 95 % "
-            "percentile-bootstrap CI resampling each run separately; **significant** when the CI excludes 0. "
+            "CI resampling each run separately (percentile bootstrap; Welch's t interval when a run has "
+            "fewer "
+            "than 5 repetitions); **significant** when the CI excludes 0. "
             "The verdict describes B relative to A (higher goodput, lower FCT/delay/TTR are better).",
         ),
     ]

@@ -106,7 +106,7 @@ def goodput_vs(df: pd.DataFrame, out: Path, x: str, seed: int = 0) -> Figure | N
         for variant, g in per_rep.groupby("variant"):
             pts = []
             for xv, gx in g.groupby(xcol):
-                lo, hi = stats.bootstrap_ci(gx["goodput_mbps"], seed=seed)
+                lo, hi, _ = stats.mean_ci(gx["goodput_mbps"], seed=seed)
                 m = gx["goodput_mbps"].mean()
                 pts.append((xv, m, m if math.isnan(lo) else lo, m if math.isnan(hi) else hi))
             a = np.array(pts)
@@ -124,7 +124,7 @@ def goodput_vs(df: pd.DataFrame, out: Path, x: str, seed: int = 0) -> Figure | N
     fig.tight_layout()
     name = f"goodput_vs_{x}"
     cap = (
-        f"Goodput vs {xlabel}: mean over repetitions, shaded 95 % bootstrap CI"
+        f"Goodput vs {xlabel}: mean over repetitions, shaded 95 % CI"
         + (", log scale" if logy else "")
         + (f"; panels by {olabel}" if len(facets) > 1 else "")
         + "."
