@@ -614,7 +614,8 @@ def measure_rows(
         if f.stopped == "timeout":
             flags.append("timeout")
             row["ok"] = False
-            row["error"] = row.get("error") or f"timed out after {f.timeout_s:.0f} s"
+            said = row.get("error")
+            row["error"] = f"timed out after {f.timeout_s:g} s" + (f" (client: {said})" if said else "")
         cpu_client = st.cpu_s_client if st and st.cpu_s_client is not None else f.cpu_client_s
         cpu_server = (
             st.cpu_s_server
@@ -975,8 +976,8 @@ def _fidelity_check(backend: str) -> dict[str, Any] | None:
         return {"skipped": f"testbed.check unavailable: {exc}"}
     try:
         return run_check(backend=None if backend == "auto" else backend, quick=True)
-    except TestbedError as exc:
-        return {"error": str(exc)}
+    except Exception as exc:  # recorded, never fatal: the run says what it could not verify
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 METHOD = {
