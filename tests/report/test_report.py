@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -293,3 +294,27 @@ def test_bottleneck_sharing_needs_overlap():
     )
     # flows 0 and 1 overlap on the 20 Mbit/s path; flow 2 runs after them; flow 3 is on another path
     assert _sharing_flows(df).tolist() == [2, 2, 1, 1]
+
+
+REAL_RUN = Path(__file__).parent / "data" / "quick-compare"
+
+
+def test_report_of_a_real_run_directory(tmp_path):
+    """A run directory written by `testbed run` (experiments/quick-compare.yaml, 1 repetition,
+    qtp and tcp one after another over a 20 Mbit/s, 10 ms dumbbell at 0 and 1 % loss)."""
+    out = build_report(REAL_RUN, tmp_path)
+    md = out.markdown.read_text()
+    for s in SECTIONS:
+        assert s in md, s
+    figs = _figs(out)
+    assert {"goodput_vs_loss", "throughput_time", "owd_cdf", "throughput_delay", "fct"} <= figs
+    assert "fairness_time" not in figs  # the two flows ran one after another
+    assert "hub_heatmap" not in figs
+    summary = pd.read_csv(out.summary).set_index(["bottleneck.loss_pct", "variant"])
+    assert len(summary) == 4 and (summary["n"] == 1).all()
+    # sequential flows each had the whole 20 Mbit/s: TTR a little above 1 for the lossless runs
+    assert summary.loc[(0, "qtp"), "ttr"] == pytest.approx(1.1, abs=0.1)
+    assert summary.loc[(0, "tcp"), "ttr"] == pytest.approx(1.1, abs=0.1)
+    assert summary.loc[(1, "tcp"), "goodput_mbps"] < summary.loc[(1, "qtp"), "goodput_mbps"]
+    assert "CI undefined (n<2)" in md  # one repetition: no verdicts
+    assert "bw_mbps=20, delay_ms=10, loss_pct=1" in md
