@@ -69,6 +69,9 @@ RCVBUF_BYTES = int(os.environ.get("TESTBED_EMU_RCVBUF", 8 << 20))
 SNDBUF_BYTES = 8 << 20
 RECV_SIZE = 65536
 READ_BATCH = 64  # frames read from one socket before sending what is due
+# frames sent for one direction before reading again: arrivals wait unstamped meanwhile, so a
+# long send phase would hide delay from the model (256 frames: ~2 ms at worst)
+SEND_BATCH = 256
 WAKE_EARLY_S = 60e-6  # select() wakes this late on a typical VM, so ask for that much earlier
 SEND_EARLY_S = 20e-6  # frames due within this are sent now rather than after another sleep
 IDLE_TIMEOUT_S = 0.5
@@ -538,7 +541,9 @@ class Engine:
         late = d.late
         bins = late.bins
         on_time = 0
-        while q and q[0][0] <= limit:
+        budget = SEND_BATCH
+        while q and q[0][0] <= limit and budget:
+            budget -= 1
             t, frame = popleft()
             try:
                 send(frame)
@@ -574,7 +579,8 @@ class Engine:
         bins = late.bins
         on_time = 0
         pending = 0
-        while q and q[0][0] <= limit:
+        budget = SEND_BATCH
+        while q and q[0][0] <= limit and budget:
             off = i * size_
             status = mm[off]
             if status:  # slot still owned by the kernel (or refused)
@@ -596,6 +602,7 @@ class Engine:
                 q[0] = (limit + RETRY_S, q[0][1])  # ring full: retry shortly, without spinning
                 break
             t, frame = popleft()
+            budget -= 1
             n = len(frame)
             start = off + TX_DATA_OFFSET
             mm[start : start + n] = frame
@@ -624,7 +631,9 @@ class Engine:
     def _send_heap(self, d: _Direction, now: float, limit: float) -> None:
         h = d.heap
         send = d.out_sock.send
-        while h and h[0][0] <= limit:
+        budget = SEND_BATCH
+        while h and h[0][0] <= limit and budget:
+            budget -= 1
             t, _seq, frame = heapq.heappop(h)
             try:
                 send(frame)
