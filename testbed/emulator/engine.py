@@ -72,8 +72,11 @@ READ_BATCH = 64  # frames read from one socket before sending what is due
 # frames sent for one direction before reading again: arrivals wait unstamped meanwhile, so a
 # long send phase would hide delay from the model (256 frames: ~2 ms at worst)
 SEND_BATCH = 256
-WAKE_EARLY_S = 60e-6  # select() wakes this late on a typical VM, so ask for that much earlier
-SEND_EARLY_S = 20e-6  # frames due within this are sent now rather than after another sleep
+# Timing: select() (µs timeout, timer slack 1 µs) typically wakes ~60 µs late on this VM, so it is
+# asked to wake that much early; a frame due within SEND_EARLY_S is sent at once. Waking earlier
+# than that polls select() with timeout 0 until due: a busy-wait of at most ~40 µs per deadline.
+WAKE_EARLY_S = 60e-6
+SEND_EARLY_S = 20e-6
 IDLE_TIMEOUT_S = 0.5
 RETRY_S = 200e-6  # wait before retrying a send refused for a full socket buffer
 
