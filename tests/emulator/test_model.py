@@ -1,20 +1,14 @@
 """Pure tests of the per-direction scheduler (no sockets)."""
 from __future__ import annotations
 
-import math
 import statistics
 
 import pytest
+from scipy.stats import binom
 
 from testbed.emulator.control import direction_seed
 from testbed.emulator.model import DirectionModel, QDelayHistogram
 from testbed.topology.model import LinkParams
-
-
-def binom_interval99(n: int, p: float) -> tuple[float, float]:
-    """Normal approximation of the 99 % interval of a Binomial(n, p) count."""
-    sd = math.sqrt(n * p * (1 - p))
-    return n * p - 2.576 * sd, n * p + 2.576 * sd
 
 
 def run(model: DirectionModel, n: int, size: int = 1000, gap: float = 0.001) -> list[float | None]:
@@ -57,7 +51,7 @@ def test_bernoulli_loss_rate(loss_pct: float) -> None:
     n = 20000
     m = DirectionModel(LinkParams(loss_pct=loss_pct), rng_seed=7)
     lost = sum(t is None for t in run(m, n))
-    lo, hi = binom_interval99(n, loss_pct / 100)
+    lo, hi = binom.interval(0.99, n, loss_pct / 100)
     assert lo <= lost <= hi
     assert m.stats()["dropped_loss"] == lost
 

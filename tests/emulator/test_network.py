@@ -1,7 +1,6 @@
 """The emulator on real namespaces, veths and processes: measured values against configured ones."""
 from __future__ import annotations
 
-import math
 import signal
 import statistics
 import subprocess
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scipy.stats import binom
 
 from testbed.emulator.control import Emulator, EmuLink
 from testbed.emulator.lab import Lab, LabLink, leftovers, sh
@@ -51,11 +51,6 @@ def median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
-def binom_interval99(n: int, p: float) -> tuple[float, float]:
-    sd = math.sqrt(n * p * (1 - p))
-    return n * p - 2.576 * sd, n * p + 2.576 * sd
-
-
 def stat(emu: Emulator, direction: str = "ab") -> dict:
     return next(s for s in emu.stats() if s["direction"] == direction)
 
@@ -86,7 +81,7 @@ def test_udp_loss_within_binomial_interval(link: LabLink, emulate) -> None:
     n = 4000
     res = link.udp(n, size=200, pps=8000, idle=2.0)  # idle: a loaded machine may pause the path
     lost = n - res["received"]
-    lo, hi = binom_interval99(n, 0.03)
+    lo, hi = binom.interval(0.99, n, 0.03)
     s = stat(emu)
     assert lo <= lost <= hi, s
     assert s["dropped_loss"] == lost, s  # the model's drops are the only ones
