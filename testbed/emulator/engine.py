@@ -195,21 +195,27 @@ class _Direction:
         return out
 
 
+def _ring_geometry(max_frame: int, headroom: int, ring_bytes: int) -> tuple[int, int, int, int]:
+    """struct tpacket_req for a ring of about `ring_bytes` whose slots hold a frame + header:
+    (block size, block count, slot size, slot count)."""
+    frame_size = 2048
+    while frame_size < max_frame + headroom:
+        frame_size *= 2
+    block = max(RING_BLOCK_BYTES, frame_size)
+    blocks = max(1, ring_bytes // block)
+    return block, blocks, frame_size, blocks * (block // frame_size)
+
+
 class _RxRing:
     """A PACKET_RX_RING (TPACKET_V2) on a packet socket: the kernel copies each frame into a
     shared slot, so reading costs no system call (and no BlockingIOError at the end of a batch).
     """
 
     def __init__(self, sock: socket.socket, max_frame: int, ring_bytes: int):
-        frame_size = 2048
-        while frame_size < max_frame + 128:  # header and alignment before the frame
-            frame_size *= 2
-        block = max(RING_BLOCK_BYTES, frame_size)
-        blocks = max(1, ring_bytes // block)
-        self.frame_size = frame_size
-        self.frame_nr = blocks * (block // frame_size)
+        # 128: the slot header and the alignment padding before the frame
+        block, blocks, self.frame_size, self.frame_nr = _ring_geometry(max_frame, 128, ring_bytes)
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-        req = struct.pack("IIII", block, blocks, frame_size, self.frame_nr)  # struct tpacket_req
+        req = struct.pack("IIII", block, blocks, self.frame_size, self.frame_nr)  # struct tpacket_req
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
         self.mm = mmap.mmap(sock.fileno(), block * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.index = 0
@@ -224,13 +230,8 @@ class _TxRing:
     """
 
     def __init__(self, ifname: str, max_frame: int):
-        frame_size = 2048
-        while frame_size < max_frame + TX_DATA_OFFSET:
-            frame_size *= 2
-        block = max(RING_BLOCK_BYTES, frame_size)
-        blocks = max(1, TX_RING_BYTES // block)
-        self.frame_size = frame_size
-        self.frame_nr = blocks * (block // frame_size)
+        geometry = _ring_geometry(max_frame, TX_DATA_OFFSET, TX_RING_BYTES)
+        block, blocks, self.frame_size, self.frame_nr = geometry
         self.sock = s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: sends only
         try:
             s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
@@ -239,7 +240,7 @@ class _TxRing:
                 s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, 32, SNDBUF_BYTES)  # SO_SNDBUFFORCE
-            req = struct.pack("IIII", block, blocks, frame_size, self.frame_nr)  # struct tpacket_req
+            req = struct.pack("IIII", block, blocks, self.frame_size, self.frame_nr)
             s.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
             s.bind((ifname, 0))
             self.mm = mmap.mmap(s.fileno(), block * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
