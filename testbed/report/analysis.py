@@ -141,7 +141,7 @@ def _idle_probe_stats(run: Run) -> pd.DataFrame | None:
                 "trial": trial,
                 "src": src,
                 "dst": dst,
-                "idle_owd_ms": qos.iptd_ms(owd),
+                "idle_owd_ms": float(np.median(qos.received(owd))) if qos.received(owd).size else np.nan,
                 "idle_loss_pct": qos.iplr(owd) * 100,
             }
         )
@@ -155,7 +155,7 @@ def path_tables(run: Run, df: pd.DataFrame) -> PathTables:
         df = df.merge(idle, on=["trial", "src", "dst"], how="left")
     else:
         df = df.assign(idle_owd_ms=np.nan, idle_loss_pct=np.nan)
-    if "idle_owd_p50_ms" in df:  # without probes.csv: the runner's idle median stands in for the mean
+    if "idle_owd_p50_ms" in df:  # without probes.csv: the runner's own idle median
         df["idle_owd_ms"] = df["idle_owd_ms"].fillna(pd.to_numeric(df["idle_owd_p50_ms"], errors="coerce"))
     keys = ["src", "dst", "path_kind", "condition"]
     agg = (
@@ -233,8 +233,9 @@ def _policy_checks(run: Run, agg: pd.DataFrame) -> pd.DataFrame:
     def site(n: str) -> str:
         return str(nodes.get(n, {}).get("site") or n)
 
-    # latency for policies: the idle one-way delay (network property) when measured, else under load
-    owd = agg["idle_owd_ms"].where(agg["idle_owd_ms"].notna(), agg["owd_mean_ms"])
+    # latency for policies: the idle median one-way delay (a network property, robust to the emulator's
+    # scheduling spikes on a busy machine) when measured, else the median under load
+    owd = agg["idle_owd_ms"].where(agg["idle_owd_ms"].notna(), agg["owd_p50_ms"])
     loss = agg["idle_loss_pct"].where(agg["idle_loss_pct"].notna(), agg["loss_pct"])
     intra = {
         (site(s), site(d), c): (o, lo)

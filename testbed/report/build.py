@@ -353,7 +353,7 @@ def _paths(run: Run, paths: an.PathTables, figs: dict[str, Figure]) -> list[Bloc
             "p",
             "Per path (source → destination, intra/cross operator) and network condition, mean over "
             "trials. Delays are one-way (UDP probe stream, one shared clock: exact); *idle* is before the "
-            "flows, the other delay columns while the flows ran.",
+            "flows (median), the other delay columns while the flows ran.",
         ),
     ]
     if p.empty:
@@ -366,7 +366,7 @@ def _paths(run: Run, paths: an.PathTables, figs: dict[str, Figure]) -> list[Bloc
             "condition": p["condition"],
             "n": p["n"],
             "configured ms": p["configured_owd_ms"].map(fmt),
-            "idle ms": p["idle_owd_ms"].map(fmt),
+            "idle p50 ms": p["idle_owd_ms"].map(fmt),
             "mean ms": p["owd_mean_ms"].map(fmt),
             "p50": p["owd_p50_ms"].map(fmt),
             "p95": p["owd_p95_ms"].map(fmt),
@@ -432,7 +432,7 @@ def _paths(run: Run, paths: an.PathTables, figs: dict[str, Figure]) -> list[Bloc
             Block(
                 "p",
                 f"{fails} of {int(c['passed'].notna().sum())} checks fail. Latency checks use the idle "
-                "one-way delay when probes measured it, else the delay under load.",
+                "one-way delay (median) when probes measured it, else the median under load.",
             ),
             Block("table", table=t, note=note),
         ]
@@ -459,6 +459,14 @@ def _protocols(run: Run, protos: an.ProtocolTables, figs: dict[str, Figure]) -> 
     ]
     if t.empty:
         return [*out, Block("p", "No successful flows.")]
+    if run.results["goodput_is_window"].any():
+        out.append(
+            Block(
+                "p",
+                "Duration flows: their goodput is the window goodput over the first `duration_s` "
+                "(while all competing flows still send; results.csv `window_goodput_mbps`).",
+            )
+        )
     table = pd.DataFrame(
         {
             "condition": t["condition"],
@@ -553,61 +561,53 @@ def _protocols(run: Run, protos: an.ProtocolTables, figs: dict[str, Figure]) -> 
 
 
 def _definitions() -> list[Block]:
+    q = qos
     items = [
-        "**One-way delay** (RFC 7679): receive time − send time of each UDP probe; all emulated hosts share "
-        "one "
-        "clock, so it is exact. **Loss** (RFC 7680, Y.1540 IPLR): lost / sent, a probe later than "
-        f"{qos.TMAX_MS / 1000:g} s counts as lost.",
-        "**IPTD** (ITU-T Y.1540): mean one-way delay. **IPDV** (Y.1540): the (1 − 10⁻³) quantile of one-way "
-        "delay "
-        "minus the minimum (RFC 5481 calls D(i) − D_min *PDV*; RFC 3393 IPDV of consecutive packets is a "
-        "different figure).",
+        "**One-way delay** (RFC 7679): receive time − send time of each UDP probe; all emulated hosts "
+        "share one clock, so it is exact. **Loss** (RFC 7680, Y.1540 IPLR): lost / sent; a probe later "
+        f"than {q.TMAX_MS / 1000:g} s counts as lost.",
+        "**IPTD** (ITU-T Y.1540): mean one-way delay. **IPDV** (Y.1540): the (1 − 10⁻³) quantile of "
+        "one-way delay minus the minimum (RFC 5481 calls D(i) − D_min *PDV*; the RFC 3393 IPDV of "
+        "consecutive packets is a different figure).",
         "**Jitter** (RFC 3550 §6.4.1): J += (|D(i−1,i)| − J)/16 over consecutive received probes.",
-        "**Y.1541 classes** (IPTD / IPDV / IPLR upper bounds): 0: 100 ms / 50 ms / 10⁻³; 1: 400 / 50 / 10⁻³; "
-        "2: 100 / – / 10⁻³; 3: 400 / – / 10⁻³; 4: 1 s / – / 10⁻³; 5: unspecified; 6: 100 / 50 / 10⁻⁵; "
-        "7: 400 / 50 / 10⁻⁵. The strictest class met is reported in the order 6, 0, 7, 1, 2, 3, 4, 5.",
-        f"**E-model** (ITU-T G.107): R = {qos.EMODEL_R0} − Id − Ie,eff with Id = 0.024 d + 0.11 (d − 177.3) "
-        "H(d − 177.3) and Ie,eff = Ie + (95 − Ie) Ppl / (Ppl/BurstR + Bpl); G.711 Ie = 0, Bpl = "
-        f"{qos.G711_BPL} "
-        f"(no PLC), BurstR = 1; d = network one-way delay (codec and jitter buffer not included). "
-        "MOS = 1 + 0.035 R + 7·10⁻⁶ R (R − 60)(100 − R). **G.109** bands: R ≥ 90 very satisfied, ≥ 80 "
-        "satisfied, "
-        "≥ 70 some users dissatisfied, ≥ 60 many, ≥ 50 nearly all. **G.114**: one-way delay < "
-        f"{qos.G114_LIMIT_MS:g} ms is acceptable for most applications.",
-        "**RPM** (IETF IPPM responsiveness draft): 60 000 / RTT under load (ms); graded against the idle RTT "
-        f"(maximum = 60 000 / idle RTT): good ≥ {qos.RPM_GOOD_SHARE:.0%} of the maximum, fair ≥ "
-        f"{qos.RPM_FAIR_SHARE:.0%}, else poor (this report's bands).",
-        "**RFC 6349** (also applied to QUIC): Transfer Time Ratio = actual FCT / ideal time, ideal = size / "
-        "maximum achievable goodput of the configured bottleneck (shared equally by the flows of a trial "
-        "with "
-        f"the same configured rate and delay). Overhead model per MTU-sized packet: Ethernet L1+L2 "
-        f"{qos.ETH_L1L2_OVERHEAD} B, IP {qos.IP_HEADER} B, TCP {qos.TCP_HEADER}+{qos.TCP_OPTIONS} B "
-        "(timestamps), "
-        f"QUIC UDP {qos.UDP_HEADER} B + {qos.QUIC_OVERHEAD} B (header, packet number, AEAD tag, STREAM "
-        "frame): "
-        "100 Mbit/s carries 94.1 Mbit/s of TCP payload. FCT includes connection set-up. Efficiency % = "
-        "(transmitted − retransmitted) / transmitted × 100 (packets; QUIC: packets declared lost). Buffer "
-        "delay % = (RTT under load − idle RTT) / idle RTT × 100. The RFC sets no pass bands; this report "
-        "uses "
-        f"TTR ≤ {qos.TTR_PASS}, efficiency ≥ {qos.EFFICIENCY_PASS_PCT} %, buffer delay ≤ "
-        f"{qos.BUFFER_DELAY_PASS_PCT} %.",
+        "**Y.1541 classes** (IPTD / IPDV / IPLR upper bounds): 0: 100 ms / 50 ms / 10⁻³; "
+        "1: 400 / 50 / 10⁻³; 2: 100 / – / 10⁻³; 3: 400 / – / 10⁻³; 4: 1 s / – / 10⁻³; 5: unspecified; "
+        "6: 100 / 50 / 10⁻⁵; 7: 400 / 50 / 10⁻⁵. The strictest class met is reported, in the order "
+        "6, 0, 7, 1, 2, 3, 4, 5.",
+        f"**E-model** (ITU-T G.107): R = {q.EMODEL_R0} − Id − Ie,eff with Id = 0.024 d + 0.11 (d − 177.3) "
+        "H(d − 177.3) and Ie,eff = Ie + (95 − Ie) Ppl / (Ppl/BurstR + Bpl); G.711: Ie = 0, "
+        f"Bpl = {q.G711_BPL} (no PLC), BurstR = 1; d = the network one-way delay (codec and jitter buffer "
+        "not included). MOS = 1 + 0.035 R + 7·10⁻⁶ R (R − 60)(100 − R). **G.109** bands: R ≥ 90 very "
+        "satisfied, ≥ 80 satisfied, ≥ 70 some users dissatisfied, ≥ 60 many, ≥ 50 nearly all. "
+        f"**G.114**: one-way delay < {q.G114_LIMIT_MS:g} ms is acceptable for most applications.",
+        "**RPM** (IETF IPPM responsiveness draft): 60 000 / RTT under load (ms), graded against the idle "
+        f"RTT (maximum = 60 000 / idle RTT): good ≥ {q.RPM_GOOD_SHARE:.0%} of the maximum, fair ≥ "
+        f"{q.RPM_FAIR_SHARE:.0%}, else poor (this report's bands).",
+        "**RFC 6349** (applied to QUIC too): Transfer Time Ratio = actual FCT / ideal time; ideal = size / "
+        "maximum achievable goodput of the configured bottleneck, shared equally by the flows of the "
+        "trial on the same bottleneck whose transfers overlap in time. Overhead model per MTU-sized "
+        f"packet: Ethernet L1+L2 {q.ETH_L1L2_OVERHEAD} B, IP {q.IP_HEADER} B, TCP {q.TCP_HEADER} + "
+        f"{q.TCP_OPTIONS} B (timestamps), QUIC UDP {q.UDP_HEADER} B + {q.QUIC_OVERHEAD} B (header, packet "
+        "number, AEAD tag, STREAM frame): 100 Mbit/s carries 94.1 Mbit/s of TCP payload. FCT includes "
+        "connection set-up. Efficiency % = (transmitted − retransmitted) / transmitted × 100 (packets; "
+        "QUIC: packets declared lost). Buffer delay % = (RTT under load − idle RTT) / idle RTT × 100. The "
+        f"RFC sets no pass bands; this report uses TTR ≤ {q.TTR_PASS}, efficiency ≥ "
+        f"{q.EFFICIENCY_PASS_PCT} %, buffer delay ≤ {q.BUFFER_DELAY_PASS_PCT} %.",
         "**Fairness** (Jain 1984): J = (Σx)² / (n Σx²), 1/n ≤ J ≤ 1, over the goodputs of a trial's "
         "concurrent flows.",
-        "**Policy thresholds** (hubs.md): inter-hub one-way latency ≤ "
-        f"{qos.POLICY_LIMITS_MS['inter_hub']:g} ms, "
-        f"cluster ≤ {qos.POLICY_LIMITS_MS['cluster']:g} ms, metro ≤ {qos.POLICY_LIMITS_MS['metro']:g} ms; a "
-        f"direct path ≤ {qos.DIRECT_LINK_FACTOR} × theoretical fibre latency (great-circle km × "
-        f"{qos.FIBRE_US_PER_KM:g} µs); cross-operator latency ≤ {qos.CROSS_OP_LATENCY_MS:g} ms, loss ≤ "
-        f"{qos.CROSS_OP_LOSS_PCT} %, and neither more than 25 % worse than the intra-operator path between "
-        "the "
-        f"same sites (losses below {qos.LOSS_FLOOR_PCT} % count as {qos.LOSS_FLOOR_PCT} % in that "
-        "comparison).",
+        f"**Policy thresholds** (hubs.md): one-way latency ≤ {q.POLICY_LIMITS_MS['inter_hub']:g} ms between "
+        f"hubs (checked for endpoints at different sites), cluster ≤ {q.POLICY_LIMITS_MS['cluster']:g} ms, "
+        f"metro ≤ {q.POLICY_LIMITS_MS['metro']:g} ms; a direct link ≤ {q.DIRECT_LINK_FACTOR} × the "
+        f"theoretical fibre latency (great-circle km × {q.FIBRE_US_PER_KM:g} µs; checked for every path "
+        f"with coordinates); cross-operator latency ≤ {q.CROSS_OP_LATENCY_MS:g} ms, loss ≤ "
+        f"{q.CROSS_OP_LOSS_PCT} %, and neither more than 25 % worse than the intra-operator path between "
+        f"the same sites (losses below {q.LOSS_FLOOR_PCT} % count as {q.LOSS_FLOOR_PCT} % there).",
         "**Statistics**: from 5 repetitions (pairs) on, 95 % percentile bootstrap (2 000 resamples, "
         "seeded), with the percentiles expanded for small samples (Hesterberg 2015: α'/2 = "
-        "Φ(−√(n/(n−1)) t(0.975, n−1))). Below 5, no bootstrap interval can be wider than the sample range "
-        "(a paired bootstrap verdict would be a false positive 49 % of the time at n = 2, 23 % at n = 3), so "
-        "the CIs use Student's t: mean ± t·s/√n; for a protocol pair exp(mean ± t·s/√n) of the per-rep "
-        "log ratios; between two runs Welch's interval. With one repetition no CI exists (shown as "
-        "[n<2]). Verdicts with few repetitions stay weak evidence: more repetitions narrow the CIs.",
+        "Φ(−√(n/(n−1)) t(0.975, n−1))). Below 5, no bootstrap interval can be wider than the sample "
+        "range (a paired bootstrap verdict would be a false positive 49 % of the time at n = 2, 23 % at "
+        "n = 3), so the CIs use Student's t: mean ± t·s/√n; for a protocol pair exp(mean ± t·s/√n) of "
+        "the per-rep log ratios; between two runs Welch's interval. With one repetition no CI exists "
+        "(shown as [n<2]). Few repetitions give wide CIs: more repetitions narrow them.",
     ]
     return [Block("h2", "Definitions and thresholds"), Block("list", items=items)]

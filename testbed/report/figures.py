@@ -357,7 +357,7 @@ def hub_heatmap(paths: pd.DataFrame, out: Path) -> Figure | None:
     pairs = paths[["src", "dst"]].drop_duplicates()
     if len(nodes) < 3 or len(pairs) < 3:
         return None
-    lat = paths["idle_owd_ms"].where(paths["idle_owd_ms"].notna(), paths["owd_mean_ms"])
+    lat = paths["idle_owd_ms"].where(paths["idle_owd_ms"].notna(), paths["owd_p50_ms"])
     p = paths.assign(lat=lat)
     size = max(5.0, 0.75 * len(nodes) + 2)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size, size * 0.85))
@@ -396,8 +396,8 @@ def hub_heatmap(paths: pd.DataFrame, out: Path) -> Figure | None:
     return Figure(
         "hub_heatmap",
         "Hub × hub latency and goodput",
-        "Mean over all trials and protocols; delay is the idle probe one-way delay when measured, else "
-        "the delay under load. Empty cells: pair not measured.",
+        "Mean over all trials and protocols; delay is the idle probes' median one-way delay when "
+        "measured, else the median under load. Empty cells: pair not measured.",
         _save(fig, out, "hub_heatmap"),
     )
 

@@ -46,6 +46,7 @@ STANDARD_COLUMNS = (
     "bytes_sent",
     "bytes_retransmitted",
     "flow_spec",
+    "window_goodput_mbps",
     "label",
     "duration_s",
     "idle_owd_p50_ms",
@@ -110,7 +111,13 @@ NUMERIC = (
     "loss_drops",
     "fairness",
 )
-DERIVED = ("variant", "flag_list", "bottleneck_flows")  # added by the report, never grid columns
+DERIVED = (
+    "variant",
+    "flag_list",
+    "bottleneck_flows",
+    "goodput_total_mbps",
+    "goodput_is_window",
+)  # added by the report, never grid columns
 # Grid keys that select the protocol rather than the network condition.
 PROTOCOL_KEYS = {"protocol", "protocols", "cc", "congestion_control"}
 
@@ -177,9 +184,15 @@ def load_run(run_dir: str | Path) -> Run:
     if (path / "probes.csv").is_file():
         probes = _read_csv(path / "probes.csv", ("trial", "src", "dst", "phase", "seq", "owd_ms"))
         probes["owd_ms"] = pd.to_numeric(probes["owd_ms"], errors="coerce")
-    grid = [
-        c for c in results.columns if c not in STANDARD_COLUMNS and c not in DERIVED and not c.startswith("_")
-    ]
+    keys = metadata.get("grid_keys")
+    if isinstance(keys, list) and all(str(k) in results.columns for k in keys):
+        grid = [str(k) for k in keys]  # what the runner says the grid is
+    else:  # older or foreign run dirs: every column the format does not define
+        grid = [
+            c
+            for c in results.columns
+            if c not in STANDARD_COLUMNS and c not in DERIVED and not c.startswith("_")
+        ]
     cond = [c for c in grid if c.split(".")[-1] not in PROTOCOL_KEYS]
     run = Run(path, metadata, results, ts, probes, grid, cond)
     run.topology = load_topology_spec(run)
@@ -193,6 +206,16 @@ def _prepare_results(df: pd.DataFrame) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
     for col in ("cc", "src", "dst", "path_kind", "src_operator", "dst_operator", "flags", "error"):
         df[col] = df[col].astype("string").fillna("").astype(str) if col in df else ""
+    # duration flows (duration_s set): the goodput that matters is the runner's window goodput over
+    # the first duration_s, while all competing flows still send; the whole-transfer one stays as
+    # goodput_total_mbps
+    df["goodput_total_mbps"] = df["goodput_mbps"]
+    if "window_goodput_mbps" in df:
+        window = pd.to_numeric(df["window_goodput_mbps"], errors="coerce")
+        df["goodput_mbps"] = window.fillna(df["goodput_mbps"])
+        df["goodput_is_window"] = window.notna()
+    else:
+        df["goodput_is_window"] = False
     df["ok"] = _bool(df["ok"]) if "ok" in df else True
     df["cpu_limited"] = _bool(df["cpu_limited"]) if "cpu_limited" in df else False
     df["protocol"] = df["protocol"].astype(str)

@@ -318,3 +318,38 @@ def test_report_of_a_real_run_directory(tmp_path):
     assert summary.loc[(1, "tcp"), "goodput_mbps"] < summary.loc[(1, "qtp"), "goodput_mbps"]
     assert "CI undefined (n<2)" in md  # one repetition: no verdicts
     assert "bw_mbps=20, delay_ms=10, loss_pct=1" in md
+
+
+def test_duration_flows_use_window_goodput_and_grid_keys(tmp_path):
+    run = write_synthetic_run(
+        tmp_path / "w",
+        SyntheticSpec(protocols=("qtp", "tcp"), losses=(0.0,), delays_ms=(10.0,), reps=2, flows=2, probes=20),
+    )
+    res = pd.read_csv(run / "results.csv")
+    res.insert(res.columns.get_loc("goodput_mbps") + 1, "window_goodput_mbps", res["goodput_mbps"] / 2)
+    res.to_csv(run / "results.csv", index=False)
+    out = build_report(run, tmp_path / "out")
+    summary = pd.read_csv(out.summary).set_index("variant")
+    expected = res.groupby(["protocol", "rep"])["window_goodput_mbps"].mean().groupby(level=0).mean()
+    assert summary.loc["qtp", "goodput_mbps"] == pytest.approx(expected["qtp"])
+    assert "window goodput" in out.markdown.read_text()
+    # metadata grid_keys decide the grid: the new measurement column is no grid column
+    assert set(summary["condition"]) == {"loss_pct=0, delay_ms=10"}
+
+
+def test_report_of_a_real_hubs_run(tmp_path):
+    """`testbed run experiments/hubs-demo.yaml --repeat 1`: 4 hubs of 2 operators, intra vs cross
+    paths between the same sites, qtp and tcp one after another (probes trimmed to 150 per phase)."""
+    out = build_report(Path(__file__).parent / "data" / "hubs-demo", tmp_path)
+    assert {"hub_heatmap", "owd_cdf", "throughput_delay"} <= _figs(out)
+    paths = pd.read_csv(out.csv[1])
+    assert sorted(paths["path_kind"]) == ["cross", "cross", "intra", "intra"]
+    assert set(paths["condition"]) == {"all"}  # grid_keys = []: one condition
+    checks = pd.read_csv(out.csv[2])
+    # every cross path is compared with the intra path between the same sites (site from the topology)
+    rel = checks[checks["check"] == "cross latency ≤ 1.25 × intra"].set_index("src")
+    intra = paths[paths["path_kind"] == "intra"].set_index("src")["idle_owd_ms"]
+    assert rel.loc["zjk-ct", "limit"] == pytest.approx(1.25 * intra["zjk-ct"])
+    assert rel.loc["yrd-cm", "limit"] == pytest.approx(1.25 * intra["yrd-cm"])
+    circle = checks[checks["check"] == "inter_hub one-way latency"]
+    assert len(circle) == 4 and (circle["passed"] == (circle["value"] <= 20)).all()
