@@ -44,6 +44,13 @@ REQUEST_TIMEOUT_S = 5.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def child_env() -> dict[str, str]:
+    """Environment for a `python -m testbed...` child: this checkout first on the import path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
 @dataclass
 class EmuLink:
     """One emulated link: frames from `if_a` get `ab` and leave on `if_b`, and vice versa."""
@@ -101,8 +108,7 @@ class _Worker:
         self.sock.bind(f"\0testbed-emu-client-{uuid.uuid4().hex}")  # abstract: nothing to clean
 
     def spawn(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        env = child_env()
         argv = [sys.executable, "-m", "testbed.emulator", "--config", str(self.config_path),
                 "--control", str(self.control_path)]  # fmt: skip
         with open(self.log_path, "ab") as log:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..topology.model import LinkParams
-from .control import EmuLink
+from .control import EmuLink, child_env
 from .engine import NODE_SIDE_ETHTOOL
 
 SINK_MAC = "02:00:00:00:00:01"  # locally administered, owned by no lab interface
@@ -92,7 +92,7 @@ class LabLink:
         tool = [sys.executable, "-m", "testbed.emulator.udptool", "flood", "--dst-mac", SINK_MAC,
                 "--src-ip", self.ip_x, "--dst-ip", self.ip_y, "--frame-len", str(frame_len),
                 "--seconds", str(seconds)]  # fmt: skip
-        env = _tool_env()
+        env = child_env()
         procs = [subprocess.Popen(self.in_x(*tool), stdout=subprocess.PIPE, text=True, env=env)
                  for _ in range(senders)]  # fmt: skip
         outs = [json.loads(p.communicate(timeout=seconds + 60)[0]) for p in procs]
@@ -102,7 +102,7 @@ class LabLink:
             timeout: float = 30.0) -> dict:  # fmt: skip
         """Send `count` numbered datagrams x -> y; the receiver's JSON (seqs, owd_ms, arrival_s)."""
         tool = [sys.executable, "-m", "testbed.emulator.udptool"]
-        env = _tool_env()
+        env = child_env()
         with tempfile.TemporaryDirectory() as tmp:
             ready = Path(tmp) / "ready"
             rx = subprocess.Popen(self.in_y(*tool, "recv", "--port", str(port), "--count", str(count),
@@ -193,11 +193,6 @@ class Lab:
 
     def names(self) -> list[str]:
         return [name for _kind, name in self.created]
-
-
-def _tool_env() -> dict[str, str]:
-    """Environment for `python -m testbed.emulator.udptool` inside a namespace."""
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
 
 def _mac(ns: str) -> str:
