@@ -1008,7 +1008,7 @@ def _prepare_run(
     spec: ExperimentSpec, out_dir: str | Path | None, resume: str | Path | None, backend: str, check: bool
 ) -> RunContext:
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = Path(resume).resolve()  # processes run with other working directories
         meta = results.read_json(run_dir / "metadata.json")
         if not isinstance(meta, dict):
             raise TestbedError(f"{run_dir}: not a run directory (no readable metadata.json)")
@@ -1018,7 +1018,7 @@ def _prepare_run(
             resumed=[*meta.get("resumed", []), datetime.now().astimezone().isoformat()],
         )
         return RunContext(spec, run_dir, meta.get("backend_requested", backend), meta)
-    run_dir = Path(out_dir) if out_dir else results.new_run_dir(spec.name)
+    run_dir = (Path(out_dir) if out_dir else results.new_run_dir(spec.name)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "metadata.json").exists():
         raise TestbedError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")

@@ -22,8 +22,8 @@ RATE_MBPS, OWD_MS, SIZE = 20.0, 10.0, 5_000_000
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
-def run_testbed(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([TESTBED, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw)
+def run_testbed(*args: str, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([TESTBED, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def my_processes(marker: str) -> list[str]:
@@ -140,8 +140,8 @@ def test_resume_after_sigkill(tmp_path: Path):
     out = tmp_path / "run"
     sets = ["--set", "flows.0.size_mb=2", "--set", "flows.1.size_mb=2"]
     proc = subprocess.Popen(
-        [TESTBED, "run", str(EXAMPLE), "--out", str(out), "--no-check", "--no-report", "-q", *sets],
-        cwd=ROOT,
+        [TESTBED, "run", str(EXAMPLE), "--out", "run", "--no-check", "--no-report", "-q", *sets],
+        cwd=tmp_path,  # relative --out (and --resume below): processes run in other directories
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -161,11 +161,12 @@ def test_resume_after_sigkill(tmp_path: Path):
     listing = run_testbed("ls", str(tmp_path))
     assert "partial" in listing.stdout, listing.stdout
 
-    res = run_testbed("run", "--resume", str(out), "--no-check", "--no-report", "-q")
+    res = run_testbed("run", "--resume", "run", "--no-check", "--no-report", "-q", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     df = pd.read_csv(out / "results.csv")
     expected = {(f"p{p}-r{r}", f) for p in (0, 1) for r in (0, 1) for f in (0, 1)}
     assert set(zip(df["trial"], df["flow"], strict=True)) == expected and len(df) == 8
+    assert df["ok"].all(), df[["trial", "flow", "error"]]
     for trial, mtime in done_before.items():  # finished trials were kept, not rerun
         assert (out / "trials" / trial / "done.json").stat().st_mtime == mtime
     meta = json.loads((out / "metadata.json").read_text())
