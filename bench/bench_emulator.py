@@ -91,8 +91,8 @@ def probe_owd(lk: LabLink, seconds: float, pps: int) -> tuple[list[float], list[
 def bench_latency(lk: LabLink, workdir: Path, seconds: int) -> list[list[str]]:
     rows = []
     delay = 20.0
-    loads = [("light (probes only, 1 kpps)", None), ("heavy (+ UDP 500 Mbit/s)", "500M"),
-             ("saturated (+ TCP flow)", "tcp")]  # fmt: skip
+    loads = [("light (probes only, 1 kpps)", None), ("heavy (+ UDP 300 Mbit/s)", "300M"),
+             ("heavier (+ UDP 600 Mbit/s)", "600M"), ("saturated (+ TCP flow)", "tcp")]  # fmt: skip
     base: float | None = None
     with Emulator([lk.emu_link(LinkParams())], seed=1, workdir=workdir) as emu:
         base = statistics.median(probe_owd(lk, 2, 1000)[0])  # veths and stacks, no emulator delay
