@@ -20,7 +20,10 @@ def main(sets: list[str]) -> None:
     df = result.results
     df["flow_name"] = df["protocol"] + "/" + df["cc"].fillna("")
     conditions = [c for c in df.columns if c.startswith("bottleneck.")]
-    share = df.pivot_table(index=conditions, columns="flow_name", values="goodput_mbps", aggfunc="mean")
+    # window_goodput_mbps: what each flow got during its duration_s, while all of them competed
+    share = df.pivot_table(
+        index=conditions, columns="flow_name", values="window_goodput_mbps", aggfunc="mean"
+    )
     print("mean goodput while competing (Mbit/s):")
     print(share.round(2).to_string())
     print("\nJain's fairness index (mean over repetitions):")
