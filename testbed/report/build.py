@@ -122,7 +122,7 @@ def _overview(run: Run, df: pd.DataFrame, paths: an.PathTables, protos: an.Proto
         f"{int(df.groupby(['condition', 'variant'])['rep'].nunique().max())}.",
         f"Flagged trials: {flagged} (marked {an.FLAG_MARK} beside the affected numbers); failed flows: "
         f"{failed}.",
-        f"Fidelity check: {_fidelity_summary(m.get('fidelity_check'))}.",
+        f"Fidelity check: {_fidelity_summary(m.get('fidelity_check'), m.get('fidelity_check_skipped'))}.",
     ]
     v = protos.verdicts
     if not v.empty:
@@ -179,9 +179,9 @@ def _best_per_condition(protos: an.ProtocolTables) -> list[str]:
     return out
 
 
-def _fidelity_summary(fc) -> str:
+def _fidelity_summary(fc, skipped: str | None = None) -> str:
     if fc is None:
-        return "not run"
+        return f"skipped ({skipped})" if skipped else "not run"
     if isinstance(fc, dict):
         if "skipped" in fc:
             return f"skipped ({fc['skipped']})"
@@ -239,7 +239,7 @@ def _what_was_run(run: Run, figs: dict[str, Figure]) -> list[Block]:
         ]
     fc = m.get("fidelity_check")
     out.append(Block("h3", "Fidelity check"))
-    out.append(Block("p", f"Result: {_fidelity_summary(fc)}."))
+    out.append(Block("p", f"Result: {_fidelity_summary(fc, m.get('fidelity_check_skipped'))}."))
     rows = _fidelity_rows(fc)
     if not rows.empty:
         out.append(Block("table", table=rows))

@@ -359,27 +359,28 @@ def hub_heatmap(paths: pd.DataFrame, out: Path) -> Figure | None:
         return None
     lat = paths["idle_owd_ms"].where(paths["idle_owd_ms"].notna(), paths["owd_p50_ms"])
     p = paths.assign(lat=lat)
-    size = max(5.0, 0.75 * len(nodes) + 2)
+    srcs, dsts = sorted(set(paths["src"])), sorted(set(paths["dst"]))
+    size = max(5.0, 0.75 * max(len(srcs), len(dsts)) + 2)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size, size * 0.85))
     for ax, col, title, cmap in (
         (axes[0], "lat", "one-way delay (ms)", "viridis_r"),
         (axes[1], "goodput_mbps", "goodput (Mbit/s)", "viridis"),
     ):
         m = p.pivot_table(index="src", columns="dst", values=col, aggfunc="mean").reindex(
-            index=nodes, columns=nodes
+            index=srcs, columns=dsts
         )
         a = m.to_numpy(float)
         im = ax.imshow(a, cmap=cmap)
-        ax.set_xticks(range(len(nodes)), nodes, rotation=45, ha="right")
-        ax.set_yticks(range(len(nodes)), nodes)
+        ax.set_xticks(range(len(dsts)), dsts, rotation=45, ha="right")
+        ax.set_yticks(range(len(srcs)), srcs)
         ax.set_xlabel("destination")
         ax.set_ylabel("source")
         ax.set_title(title)
         ax.grid(False)
         finite = a[np.isfinite(a)]
         mid = (finite.min() + finite.max()) / 2 if finite.size else 0
-        for i in range(len(nodes)):
-            for j in range(len(nodes)):
+        for i in range(len(srcs)):
+            for j in range(len(dsts)):
                 if np.isfinite(a[i, j]):
                     good = a[i, j] < mid if cmap == "viridis" else a[i, j] > mid
                     ax.text(
