@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import TestbedError
 from ..metrics import qos
 from . import analysis as an
 from .figures import Figure, all_figures
@@ -42,6 +43,15 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, *, seed
     Raises TestbedError (one line) for a missing or invalid run directory or file."""
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path
+    try:
+        return _build(run, out, seed)
+    except OSError as exc:  # read-only run dir, full disk, ...: one line naming the file
+        raise TestbedError(
+            f"{exc.filename or out}: cannot write the report ({exc.strerror or exc})"
+        ) from None
+
+
+def _build(run: Run, out: Path, seed: int) -> ReportPaths:
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
     df = an.add_row_metrics(run)

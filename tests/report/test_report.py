@@ -353,3 +353,10 @@ def test_report_of_a_real_hubs_run(tmp_path):
     assert rel.loc["yrd-cm", "limit"] == pytest.approx(1.25 * intra["yrd-cm"])
     circle = checks[checks["check"] == "inter_hub one-way latency"]
     assert len(circle) == 4 and (circle["passed"] == (circle["value"] <= 20)).all()
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TestbedError, match="cannot write the report"):
+        build_report(REAL_RUN, blocker / "out")
