@@ -239,8 +239,16 @@ def reject_unknown_options(protocol: str, options: dict[str, Any], allowed: tupl
 # ------------------------------------------------------------------- local runs (tests, bench)
 
 
+READY_MARKERS = (b"listening", b"serving")  # what the baselines' and qtp's servers print when ready
+
+
+def server_ready(log: bytes) -> bool:
+    """Has a server, by its log, started listening?"""
+    return any(marker in log for marker in READY_MARKERS)
+
+
 class LocalServer:
-    """A driver's server command run as a local process, ready once it prints "listening".
+    """A driver's server command run as a local process, ready once `server_ready(log)`.
 
     For tests and benchmarks on one host; experiments start servers in emulated hosts."""
 
@@ -252,7 +260,7 @@ class LocalServer:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.ready_timeout
-        while b"listening" not in Path(self.log_path).read_bytes():
+        while not server_ready(Path(self.log_path).read_bytes()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
                 raise RuntimeError(f"server did not start: {self.log()[-500:]}")
