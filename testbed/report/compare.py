@@ -8,11 +8,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..errors import TestbedError
 from ..metrics import stats
 from . import analysis as an
 from .build import ReportPaths
 from .figures import STYLE  # also selects the Agg backend
-from .load import load_run
+from .load import Run, load_run
 from .render import Block, fmt, fmt_ci, to_html, to_markdown
 
 # metric -> (label, higher is better)
@@ -34,6 +35,15 @@ def compare_runs(
     into ``out_dir`` (default: ``<run_b>/compare-<name of run A>``)."""
     a, b = load_run(run_a), load_run(run_b)
     out = Path(out_dir) if out_dir is not None else b.path / f"compare-{a.path.name}"
+    try:
+        return _compare(a, b, out, seed)
+    except OSError as exc:
+        raise TestbedError(
+            f"{exc.filename or out}: cannot write the comparison ({exc.strerror or exc})"
+        ) from None
+
+
+def _compare(a: Run, b: Run, out: Path, seed: int) -> ReportPaths:
     out.mkdir(parents=True, exist_ok=True)
     ra = an.per_rep_values(an.add_row_metrics(a), a.condition_cols)
     rb = an.per_rep_values(an.add_row_metrics(b), b.condition_cols)
