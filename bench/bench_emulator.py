@@ -32,6 +32,18 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def other_emulators() -> int:
+    """Emulator processes of other users of the machine (real-time: they compete with ours)."""
+    n = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"testbed.emulator" in cmdline.read_bytes():
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
 def cpu_pct(emu: Emulator, fn) -> tuple[object, float]:
     """Run fn(); return its result and the emulator's CPU use meanwhile (% of one core)."""
     c0, t0 = emu.cpu_seconds(), time.monotonic()
@@ -167,6 +179,7 @@ def main() -> int:
         print("bench_emulator: needs root (namespaces, veths)", file=sys.stderr)
         return 1
     start_load = loadavg()
+    start_others = other_emulators()
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="bench-emu-") as tmp:
         work = Path(tmp)
@@ -186,7 +199,8 @@ def main() -> int:
         "",
         f"`python bench/bench_emulator.py` on {time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} cores, "
         f"kernel {os.uname().release}. Load average before/after: {start_load} / {loadavg()}: "
-        "other processes shared the CPU, so rates are lower bounds and vary between runs.",
+        "other processes shared the CPU, so rates are lower bounds and vary between runs. Emulator "
+        f"processes of other users running (before/after): {start_others} / {other_emulators()}.",
         "",
         "| measurement | result | details |",
         "|---|---|---|",
