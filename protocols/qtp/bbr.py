@@ -13,14 +13,18 @@ full, cwnd also gets the ack-aggregation allowance (`extra_acked`, as Linux sinc
 aioquic's receiver delays ACKs by up to 1 ms and a Python peer acks in bursts as it gets
 scheduled, so on short paths 2 x BDP from the min RTT alone would starve the sender.
 Delivery rate: draft-cheng-iccrg-delivery-rate-estimation. aioquic's `QuicSentPacket` is a
-plain dataclass, so each packet carries its (delivered, delivered_time, first_sent_time) as an
-extra attribute `bbr_rs` set at send time.
+plain dataclass, so each packet carries its (delivered, delivered_time, first_sent_time,
+app_limited) as an extra attribute `bbr_rs` set at send time. aioquic has no app-limited
+signal; the pacer infers one: a send slot granted with cwnd room that no packet used means
+the sender had nothing to send (handshake, waiting for the peer's answer, flow control).
+App-limited samples neither lower the bandwidth estimate nor end STARTUP.
 
 Pacing: aioquic's recovery paces with `QuicPacketPacer.update_rate(cwnd, srtt)` (rate
 cwnd/srtt), called only after RTT samples and losses. Importing this module wraps
 `QuicPacketRecovery.__init__` so that a recovery whose controller is BBR gets a `BbrPacer`,
 which the controller drives directly with `pacing_gain x btl_bw` on every change.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,19 +69,28 @@ class BbrPacer(_recovery.QuicPacketPacer):
         super().__init__(max_datagram_size=max_datagram_size)
         self._cc = cc
         cc.pacer = self
+        # A send slot granted with cwnd room that no packet used: the sender had nothing to
+        # send, i.e. it was application- (or flow-control-) limited.
+        self._grant_with_room = False
 
     # aioquic's bucket lets a packet go whenever *any* credit has accrued and then zeroes it,
     # so ack-clocked sends (wake-ups every ack) escape pacing. Here a packet needs a whole
     # packet time of credit, and credit spent is spent.
     def next_send_time(self, now: float) -> float | None:
+        cc = self._cc
+        if self._grant_with_room:
+            cc.on_app_limited()
         if self.packet_time is not None:
             self.update_bucket(now=now)
             # (1 µs slack: a timer firing at the computed time must find enough credit)
             if self.bucket_time + _recovery.K_MICRO_SECOND < self.packet_time:
+                self._grant_with_room = False
                 return now + self.packet_time - self.bucket_time
+        self._grant_with_room = cc.bytes_in_flight + self._max_datagram_size <= cc.congestion_window
         return None
 
     def update_after_send(self, now: float) -> None:
+        self._grant_with_room = False
         if self.packet_time is not None:
             self.update_bucket(now=now)
             self.bucket_time = max(self.bucket_time - self.packet_time, -self.bucket_max)
@@ -115,6 +128,7 @@ class BbrCongestionControl(QuicCongestionControl):
         self._delivered_time = 0.0
         self._first_sent_time = 0.0
         self._prior_delivered = 0  # delivered-at-send of the newest packet acked so far
+        self._app_limited_until = 0  # delivered count that ends the app-limited phase (0: not)
         # round trips
         self._round_count = 0
         self._next_round_delivered = 0
@@ -152,7 +166,8 @@ class BbrCongestionControl(QuicCongestionControl):
         if self.bytes_in_flight == 0:
             # Starting from idle: the flight (and its ack-rate interval) begins now.
             self._first_sent_time = self._delivered_time = packet.sent_time
-        packet.bbr_rs = (self._delivered, self._delivered_time, self._first_sent_time)
+        packet.bbr_rs = (self._delivered, self._delivered_time, self._first_sent_time,
+                         self._app_limited_until != 0)
         self.bytes_in_flight += packet.sent_bytes
 
     def on_packet_acked(self, *, now: float, packet: QuicSentPacket) -> None:
@@ -160,7 +175,9 @@ class BbrCongestionControl(QuicCongestionControl):
         self.bytes_in_flight -= size
         self._delivered += size
         self._delivered_time = now
-        p_delivered, p_delivered_time, p_first_sent = packet.bbr_rs
+        p_delivered, p_delivered_time, p_first_sent, app_limited = packet.bbr_rs
+        if self._app_limited_until and self._delivered > self._app_limited_until:
+            self._app_limited_until = 0
 
         round_start = False
         if p_delivered >= self._next_round_delivered:
@@ -176,12 +193,10 @@ class BbrCongestionControl(QuicCongestionControl):
         # Intervals shorter than the min RTT are discarded: they would overestimate.
         interval = max(packet.sent_time - p_first_sent, now - p_delivered_time)
         if interval > 0 and (interval >= self.min_rtt or math.isinf(self.min_rtt)):
-            self._update_bw((self._delivered - p_delivered) / interval, round_start)
-        elif round_start:
-            self._update_bw(0.0, True)
+            self._update_bw((self._delivered - p_delivered) / interval, app_limited)
 
         self._update_ack_aggregation(now, size, round_start)
-        self._update_state(now, round_start)
+        self._update_state(now, round_start, app_limited)
         self._update_cwnd(size)
         self._update_pacing_rate()
 
@@ -236,17 +251,25 @@ class BbrCongestionControl(QuicCongestionControl):
             return 0.0
         return self.btl_bw * self.min_rtt
 
-    def _update_bw(self, sample: float, round_start: bool) -> None:
+    def on_app_limited(self) -> None:
+        """The sender had room to send but nothing to send: samples of the data in flight
+        now (and sent until it is delivered) show the application's rate, not the path's."""
+        self._app_limited_until = (self._delivered + self.bytes_in_flight) or 1
+
+    def _update_bw(self, sample: float, app_limited: bool) -> None:
+        """Windowed max filter: the max sample of each of the last 10 rounds."""
+        if app_limited and sample < self.btl_bw:
+            return  # an app-limited sample only counts when it shows more bandwidth
         rounds = self._bw_rounds
-        if round_start or not rounds:
-            rounds.append([self._round_count, sample])
-            while rounds[0][0] <= self._round_count - BW_WINDOW_ROUNDS:
-                rounds.popleft()
-            self.btl_bw = max(r[1] for r in rounds)
-        elif sample > rounds[-1][1]:
-            rounds[-1][1] = sample
-            if sample > self.btl_bw:
-                self.btl_bw = sample
+        if rounds and rounds[-1][0] == self._round_count:
+            if sample > rounds[-1][1]:
+                rounds[-1][1] = sample
+                self.btl_bw = max(self.btl_bw, sample)
+            return
+        rounds.append([self._round_count, sample])
+        while rounds[0][0] <= self._round_count - BW_WINDOW_ROUNDS:
+            rounds.popleft()
+        self.btl_bw = max(r[1] for r in rounds)
 
     def _update_ack_aggregation(self, now: float, acked: int, round_start: bool) -> None:
         """Track how much more was acked than btl_bw explains (ACK bursts), max over ~10 rounds."""
@@ -279,8 +302,8 @@ class BbrCongestionControl(QuicCongestionControl):
         # + 3 datagrams: room for delayed/aggregated acks (Linux's quantization budget)
         return gain * self.btl_bw * max(self.min_rtt, rtt_floor) + 3 * self._mds
 
-    def _update_state(self, now: float, round_start: bool) -> None:
-        if self.state == STARTUP and round_start:
+    def _update_state(self, now: float, round_start: bool, app_limited: bool) -> None:
+        if self.state == STARTUP and round_start and not app_limited:
             self._check_full_pipe()
         if self.state == DRAIN and self.bytes_in_flight <= self._inflight_target(1.0):
             self._enter_probe_bw(now)

@@ -48,6 +48,7 @@ def simulate(
     warmup_s: float = 2.0,
     seed: int = 1,
     ack_every_ms: float = 0.0,
+    app_limited_s: float = 0.0,
 ) -> SimResult:
     rng = random.Random(seed)
     if cc_name == "bbr":
@@ -75,6 +76,8 @@ def simulate(
         seq += 1
         heapq.heappush(events, (t, seq, kind, pkt))
 
+    app_next = [0.0]  # while app-limited: when the application offers its next packet
+
     def try_send(now: float) -> None:
         nonlocal next_pn, link_free, wake_at
         while cc.bytes_in_flight + MDS <= cc.congestion_window:
@@ -84,6 +87,10 @@ def simulate(
                     wake_at = pace_at
                     push(pace_at, "wake")
                 return
+            if now < app_limited_s:  # like a request/response exchange: one packet per RTT
+                if now < app_next[0]:
+                    return  # a send slot granted and unused, as in aioquic's send loop
+                app_next[0] = now + base_rtt
             pkt = QuicSentPacket(
                 epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True, is_crypto_packet=False,
                 packet_number=next_pn, packet_type=QuicPacketType.ONE_RTT, sent_time=now, sent_bytes=MDS,
@@ -163,6 +170,17 @@ def test_bbr_ack_aggregation_allowance() -> None:
     assert cc.btl_bw == pytest.approx(rate, rel=0.10)
     assert cc.extra_acked >= rate * 0.002 * 0.8  # about one batch of acks
     assert res.goodput >= 0.85 * rate
+
+
+def test_bbr_app_limited_start_does_not_end_startup() -> None:
+    """1 s of one packet per RTT (handshake, request/response) before the bulk data: those
+    rounds show no growth, but being app-limited they must not count as a full pipe."""
+    rate = 50e6 / 8
+    res = simulate("bbr", rate_mbps=50, rtt_ms=40, duration_s=3.0, warmup_s=2.0, app_limited_s=1.0)
+    cc = res.cc
+    assert isinstance(cc, BbrCongestionControl)
+    assert cc.btl_bw == pytest.approx(rate, rel=0.10)
+    assert res.goodput >= 0.9 * rate  # within a second of the bulk start: a STARTUP ramp
 
 
 def test_bbr_random_loss_keeps_estimate_and_rate() -> None:
