@@ -64,6 +64,23 @@ def add_row_metrics(run: Run) -> pd.DataFrame:
     # grid order (numeric where the grid is numeric), not the labels' alphabetical order
     order = _grid_order(df, run.condition_cols) if run.condition_cols else ["all"]
     df["condition"] = pd.Categorical(df["condition"], categories=order, ordered=True)
+    # protocols are compared per condition, and per path (src → dst) in operator-aware (hub) runs,
+    # whose paths differ in RTT; dumbbell flows are replicas of one path and pooled
+    hub_run = (df["path_kind"] != "").any()
+    df["path"] = (df["src"] + " → " + df["dst"]) if hub_run else ""
+    scope = [
+        c if not p else p if c == "all" else f"{c} · {p}"
+        for c, p in zip(df["condition"].astype(str), df["path"], strict=True)
+    ]
+    scope_order = list(
+        dict.fromkeys(
+            sc
+            for _, sc in sorted(
+                zip(df["condition"].cat.codes, scope, strict=True), key=lambda x: (x[0], x[1])
+            )
+        )
+    )
+    df["scope"] = pd.Categorical(scope, categories=scope_order, ordered=True)
     if "bottleneck_flows" not in df or df["bottleneck_flows"].isna().all():
         df["bottleneck_flows"] = _sharing_flows(df)
     size = df["bytes"].where(df["bytes"] > 0, df["size_bytes"])
@@ -314,8 +331,9 @@ class ProtocolTables:
 
 
 def per_rep_values(df: pd.DataFrame, cond_cols: list[str]) -> pd.DataFrame:
-    """Mean of each metric per (condition, variant, rep): the unit of replication."""
-    keys = ["condition", *cond_cols, "variant", "protocol", "rep"]
+    """Mean of each metric per (scope, variant, rep): the unit of replication. The scope is the
+    condition, plus the path in hub runs (see add_row_metrics)."""
+    keys = ["scope", "condition", "path", *cond_cols, "variant", "protocol", "rep"]
     ok = df[df["ok"]]
     out = ok.groupby(keys, sort=True, dropna=False)[list(PROTO_METRICS)].mean().reset_index()
     return out
@@ -326,12 +344,14 @@ def protocol_tables(run: Run, df: pd.DataFrame, seed: int = 0) -> ProtocolTables
     paired verdict for every variant pair at every condition (repetitions paired by rep)."""
     cond_cols = run.condition_cols
     reps = per_rep_values(df, cond_cols)
-    rep_groups = dict(iter(reps.groupby(["condition", "variant"], sort=False)))
+    rep_groups = dict(iter(reps.groupby(["scope", "variant"], sort=False, observed=True)))
     rows = []
-    for (cond, variant), g in df.groupby(["condition", "variant"], sort=True):
-        r = rep_groups.get((cond, variant), reps.iloc[:0])
+    for (scope, variant), g in df.groupby(["scope", "variant"], sort=True, observed=True):
+        r = rep_groups.get((scope, variant), reps.iloc[:0])
         row = {
-            "condition": cond,
+            "scope": scope,
+            "condition": g["condition"].iloc[0],
+            "path": g["path"].iloc[0],
             **{c: g[c].iloc[0] for c in cond_cols},
             "variant": variant,
             "protocol": g["protocol"].iloc[0],
@@ -352,12 +372,19 @@ def protocol_tables(run: Run, df: pd.DataFrame, seed: int = 0) -> ProtocolTables
 
 def _verdicts(reps: pd.DataFrame, cond_cols: list[str], seed: int) -> pd.DataFrame:
     rows = []
-    for cond, g in reps.groupby("condition", sort=True, observed=True):
+    for scope, g in reps.groupby("scope", sort=True, observed=True):
         variants = sorted(g["variant"].unique())
         for a, b in itertools.combinations(variants, 2):
             ga = g[g["variant"] == a].set_index("rep")
             gb = g[g["variant"] == b].set_index("rep")
-            row = {"condition": cond, **{c: g[c].iloc[0] for c in cond_cols}, "a": a, "b": b}
+            row = {
+                "scope": scope,
+                "condition": g["condition"].iloc[0],
+                "path": g["path"].iloc[0],
+                **{c: g[c].iloc[0] for c in cond_cols},
+                "a": a,
+                "b": b,
+            }
             for m, hib in (("goodput_mbps", True), ("fct_s", False)):
                 c = stats.paired_ratio(ga[m], gb[m], higher_is_better=hib, seed=seed)
                 row.update(

@@ -167,11 +167,11 @@ def _best_per_condition(protos: an.ProtocolTables) -> list[str]:
     """Highest mean goodput per condition, and whether it beats each other protocol significantly."""
     t, v = protos.table, protos.verdicts
     out = []
-    for cond, g in t.groupby("condition", sort=True, observed=True):
+    for cond, g in t.groupby("scope", sort=True, observed=True):
         if g["goodput_mbps"].notna().sum() < 2:
             continue
         best = g.loc[g["goodput_mbps"].idxmax()]
-        rows = v[(v["condition"] == cond) & ((v["a"] == best["variant"]) | (v["b"] == best["variant"]))]
+        rows = v[(v["scope"] == cond) & ((v["a"] == best["variant"]) | (v["b"] == best["variant"]))]
         sig = sum(
             1
             for _, r in rows.iterrows()
@@ -461,7 +461,8 @@ def _protocols(run: Run, protos: an.ProtocolTables, figs: dict[str, Figure]) -> 
         Block("h2", "Protocols"),
         Block(
             "p",
-            "Per network condition and protocol: mean over repetitions (each repetition first averaged "
+            "Per network condition (and path, in runs with operators) and protocol: mean over repetitions "
+            "(each repetition first averaged "
             "over its flows) with 95 % CIs (see Statistics below); RFC 6349 metrics with this report's pass "
             f"bands (TTR ≤ {qos.TTR_PASS}, efficiency ≥ {qos.EFFICIENCY_PASS_PCT} %, buffer delay ≤ "
             f"{qos.BUFFER_DELAY_PASS_PCT} %: ✓/✗).",
@@ -479,7 +480,7 @@ def _protocols(run: Run, protos: an.ProtocolTables, figs: dict[str, Figure]) -> 
         )
     table = pd.DataFrame(
         {
-            "condition": t["condition"],
+            "condition": t["scope"],
             "protocol": t["variant"],
             "cc": t["cc"],
             "n": t["n"],
@@ -513,16 +514,14 @@ def _protocols(run: Run, protos: an.ProtocolTables, figs: dict[str, Figure]) -> 
     out += [Block("table", table=table, note=note)]
     v = protos.verdicts
     if not v.empty:
-        flags = {
-            (str(c), str(x)): f for c, x, f in zip(t["condition"], t["variant"], t["flags"], strict=True)
-        }
+        flags = {(str(c), str(x)): f for c, x, f in zip(t["scope"], t["variant"], t["flags"], strict=True)}
         pair_flags = [
             "; ".join(f"{x}: {flags[(str(c), x)]}" for x in (a, b) if flags.get((str(c), x)))
-            for c, a, b in zip(v["condition"], v["a"], v["b"], strict=True)
+            for c, a, b in zip(v["scope"], v["a"], v["b"], strict=True)
         ]
         vt = pd.DataFrame(
             {
-                "condition": v["condition"],
+                "condition": v["scope"],
                 "A vs B": [
                     _mark(f"{a} vs {b}", f) for a, b, f in zip(v["a"], v["b"], pair_flags, strict=True)
                 ],
@@ -599,7 +598,8 @@ def _definitions() -> list[Block]:
         f"packet: Ethernet L1+L2 {q.ETH_L1L2_OVERHEAD} B, IP {q.IP_HEADER} B, TCP {q.TCP_HEADER} + "
         f"{q.TCP_OPTIONS} B (timestamps), QUIC UDP {q.UDP_HEADER} B + {q.QUIC_OVERHEAD} B (header, packet "
         "number, AEAD tag, STREAM frame): 100 Mbit/s carries 94.1 Mbit/s of TCP payload. FCT includes "
-        "connection set-up. Efficiency % = (transmitted − retransmitted) / transmitted × 100 (packets; "
+        "connection set-up and slow start, so transfers of a few bandwidth-delay products cannot come "
+        "near TTR 1. Efficiency % = (transmitted − retransmitted) / transmitted × 100 (packets; "
         "QUIC: packets declared lost). Buffer delay % = (RTT under load − idle RTT) / idle RTT × 100. The "
         f"RFC sets no pass bands; this report uses TTR ≤ {q.TTR_PASS}, efficiency ≥ "
         f"{q.EFFICIENCY_PASS_PCT} %, buffer delay ≤ {q.BUFFER_DELAY_PASS_PCT} %.",

@@ -54,8 +54,8 @@ def _compare(a: Run, b: Run, out: Path, seed: int) -> ReportPaths:
     fig = _figure(table, out / "figures")
     if fig is not None:
         figs.append(fig)
-    keys_a = set(zip(ra["condition"], ra["variant"], strict=True))
-    keys_b = set(zip(rb["condition"], rb["variant"], strict=True))
+    keys_a = set(zip(ra["scope"].astype(str), ra["variant"], strict=True))
+    keys_b = set(zip(rb["scope"].astype(str), rb["variant"], strict=True))
     blocks = _document(a.name, b.name, a.path, b.path, table, keys_a, keys_b, figs)
     title = f"Run comparison: {a.name} → {b.name}"
     md, page = out / "compare.md", out / "compare.html"
@@ -66,8 +66,10 @@ def _compare(a: Run, b: Run, out: Path, seed: int) -> ReportPaths:
 
 def _differences(ra: pd.DataFrame, rb: pd.DataFrame, seed: int) -> pd.DataFrame:
     rows = []
-    gb = dict(iter(rb.groupby(["condition", "variant"], sort=False)))
-    for (cond, variant), ga in ra.groupby(["condition", "variant"], sort=True):
+    ra = ra.assign(scope=ra["scope"].astype(str))
+    rb = rb.assign(scope=rb["scope"].astype(str))
+    gb = dict(iter(rb.groupby(["scope", "variant"], sort=False)))
+    for (cond, variant), ga in ra.groupby(["scope", "variant"], sort=True):
         g2 = gb.get((cond, variant))
         if g2 is None:
             continue

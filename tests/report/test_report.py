@@ -353,6 +353,11 @@ def test_report_of_a_real_hubs_run(tmp_path):
     assert rel.loc["yrd-cm", "limit"] == pytest.approx(1.25 * intra["yrd-cm"])
     circle = checks[checks["check"] == "inter_hub one-way latency"]
     assert len(circle) == 4 and (circle["passed"] == (circle["value"] <= 20)).all()
+    # protocols are compared per path in runs with operators
+    summary = pd.read_csv(out.summary)
+    assert len(summary) == 8 and set(summary["path"]) == set(paths["src"] + " → " + paths["dst"])
+    verdicts = pd.read_csv(out.csv[3])
+    assert len(verdicts) == 4 and (verdicts["goodput_mbps_verdict"] == "CI undefined (n<2)").all()
 
 
 def test_unwritable_output_is_a_one_line_error(tmp_path):
