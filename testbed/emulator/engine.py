@@ -286,6 +286,11 @@ def _packet_socket(ifname: str) -> socket.socket:
     return s
 
 
+def _warn(d: _Direction, what: str) -> None:
+    """Once per cause and direction, in the worker's log: a misconfigured node side."""
+    print(f"emulator: link {d.link_id} {d.name}: {what}", file=sys.stderr, flush=True)
+
+
 class _Stop(Exception):
     pass
 
@@ -462,6 +467,8 @@ class Engine:
             size = len(frame)
             if size > max_frame:
                 d.oversize += 1
+                if d.oversize == 1:
+                    _warn(d, f"frame of {size} bytes above the MTU dropped (node side needs `tso off`)")
                 continue
             t = offer(size, now)
             if t is None:
@@ -500,8 +507,12 @@ class Engine:
                 i = 0
             if status & TP_STATUS_CSUMNOTREADY:
                 d.csum_partial += 1
+                if d.csum_partial == 1:
+                    _warn(d, "frames without a checksum (node side needs `ethtool -K <if> tx off`)")
             if length > snaplen or length > max_frame:
                 d.oversize += 1
+                if d.oversize == 1:
+                    _warn(d, f"frame of {length} bytes above the MTU dropped (node side needs `tso off`)")
                 continue
             t = offer(length, now)
             if t is None:

@@ -236,3 +236,15 @@ def test_traffic_towards_a_removed_interface_is_dropped_without_spinning(tmp_pat
             assert emu.cpu_seconds() - cpu0 < 0.1
             s = stat(emu)
             assert s["forwarded_pkts"] == 3000 and s["tx_errors"] == 3000
+
+
+def test_node_side_checksum_offload_breaks_frames_and_is_reported(tmp_path: Path) -> None:
+    """Why NODE_SIDE_ETHTOOL has `tx off`: with it on, UDP arrives with bad checksums."""
+    with Lab(1, net=229) as lab2:
+        lk = lab2.links[0]
+        sh(*lk.in_x("ethtool", "-K", "eth0", "tx", "on"))
+        with Emulator([lk.emu_link(LinkParams())], seed=1, workdir=tmp_path) as emu:
+            res = lk.udp(50, size=100, pps=500, idle=0.5, timeout=3.0)
+            assert res["received"] == 0
+            assert stat(emu)["csum_partial"] == 50
+        assert "tx off" in (tmp_path / "emulator-0.log").read_text()
