@@ -9,16 +9,15 @@ import click
 from ..errors import TestbedError
 
 
-def _report(run_dir: Path) -> str | None:
-    """Build the report if the report package is there; returns where it is (or why not)."""
-    try:
-        from ..report import build_report
-    except ImportError as exc:
-        return f"report skipped: testbed.report unavailable ({exc})"
+def _report(run_dir: Path) -> str:
+    """Build the report; returns where it is. A failing report never hides finished results."""
+    from ..report import build_report
+
     try:
         out = build_report(run_dir)
-    except TestbedError as exc:
-        return f"report failed: {exc}"
+    except Exception as exc:  # the results are complete: say so and go on
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"report failed: {detail}; the results are complete, rebuild with: testbed report {run_dir}"
     html, md = getattr(out, "html", None), getattr(out, "markdown", None)
     return f"report: {html}" + (f"  (markdown: {md})" if md else "") if html else f"report: {out}"
 
