@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..topology.model import LinkParams
-from .model import DirectionModel, QDelayHistogram
+from .model import ETH_IPV4, ETH_IPV6, DirectionModel, QDelayHistogram, is_ip_frame
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -47,6 +47,9 @@ TPACKET_V2 = 1
 TP_STATUS_USER = 1
 TP_STATUS_CSUMNOTREADY = 8
 TP2_HDR = struct.Struct("<IIIHH")  # tpacket2_hdr: status, len, snaplen, mac offset, net offset
+# EtherType bytes of untagged IP frames, the frames the loss model applies to (is_ip_frame
+# decides the rest: VLAN-tagged and short frames)
+IP_ETHERTYPES = frozenset(t.to_bytes(2, "big") for t in (ETH_IPV4, ETH_IPV6))
 RELEASE = bytes(4)  # TP_STATUS_KERNEL / TP_STATUS_AVAILABLE: hands a ring slot back
 _U32 = struct.Struct("<I")
 PACKET_TX_RING = 13
@@ -452,6 +455,8 @@ class Engine:
         """Read up to READ_BATCH frames with recv(); return how many."""
         recv = d.in_sock.recv
         offer = d.model.offer
+        ip_types = IP_ETHERTYPES
+        lossy = d.model.params.loss_pct > 0  # else the frame type does not matter
         max_frame = d.max_frame
         use_heap = d.use_heap
         append = d.queue.append
@@ -470,7 +475,7 @@ class Engine:
                 if d.oversize == 1:
                     _warn(d, f"frame of {size} bytes above the MTU dropped (node side needs `tso off`)")
                 continue
-            t = offer(size, now)
+            t = offer(size, now, lossy and (frame[12:14] in ip_types or is_ip_frame(frame)))
             if t is None:
                 continue
             if use_heap:
@@ -488,6 +493,8 @@ class Engine:
         i = ring.index
         unpack = TP2_HDR.unpack_from
         offer = d.model.offer
+        ip_types = IP_ETHERTYPES
+        lossy = d.model.params.loss_pct > 0  # else the frame type does not matter
         max_frame = d.max_frame
         use_heap = d.use_heap
         append = d.queue.append
@@ -514,7 +521,7 @@ class Engine:
                 if d.oversize == 1:
                     _warn(d, f"frame of {length} bytes above the MTU dropped (node side needs `tso off`)")
                 continue
-            t = offer(length, now)
+            t = offer(length, now, lossy and (frame[12:14] in ip_types or is_ip_frame(frame)))
             if t is None:
                 continue
             if use_heap:

@@ -9,13 +9,16 @@ Order of the stages, per frame:
 2. loss model: Bernoulli(loss_pct), or simple Gilbert (Gilbert-Elliott with loss 0 in the good
    and 100 % in the bad state) when `loss_burst` is set: r = 1/loss_burst, p = r*L/(1-L), so the
    mean loss is L = loss_pct/100 and the mean burst length loss_burst (`dropped_loss`);
-   one random draw per frame that reaches this stage, so the loss pattern depends only on the
-   frame sequence, not on timing;
+   applies to IP frames only (`lossy=True`; callers decide with `is_ip_frame`): ARP and other
+   link-layer frames depend on timing, and the loss draws would then shift from run to run.
+   One random draw per lossy frame, from an RNG of its own, so the loss pattern depends only
+   on the sequence of IP frames, not on timing, jitter or other frames;
 3. rate limiter: a FIFO serialising at bw_mbps over the whole frame (L2 length, as tc counts
    it), departure = max(now, last_departure) + size*8/rate; tail drop when the FIFO already
    holds `queue_limit_pkts(mtu)` frames, the one being serialised included (`dropped_queue`);
-4. propagation: delivery = departure + delay_ms + N(0, jitter_ms), the total delay truncated at 0;
-   without `reorder` delivery times are made monotonic (FIFO order kept).
+4. propagation: delivery = departure + delay_ms + N(0, jitter_ms), the total delay truncated at 0
+   (jitter from a second RNG, seeded from the same seed); without `reorder` delivery times are
+   made monotonic (FIFO order kept).
 """
 from __future__ import annotations
 
@@ -26,7 +29,25 @@ from dataclasses import dataclass
 
 from ..topology.model import DEFAULT_MTU, LinkParams
 
-__all__ = ["DirectionModel", "QDelayHistogram", "validate_params"]
+__all__ = ["DirectionModel", "QDelayHistogram", "is_ip_frame", "validate_params"]
+
+ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
+VLAN_TPIDS = (0x8100, 0x88A8)
+JITTER_SEED_SALT = 0x6A177E12  # the jitter RNG's seed: the direction's seed XOR this
+
+
+def is_ip_frame(frame: bytes) -> bool:
+    """Whether an Ethernet frame carries IPv4 or IPv6 (behind up to two VLAN tags): the frames
+    the loss model applies to."""
+    offset = 12
+    for _ in range(3):
+        if len(frame) < offset + 2:
+            return False
+        ethertype = frame[offset] << 8 | frame[offset + 1]
+        if ethertype not in VLAN_TPIDS:
+            return ethertype in (ETH_IPV4, ETH_IPV6)
+        offset += 4
+    return False
 
 
 def validate_params(params: LinkParams) -> None:
@@ -120,9 +141,10 @@ class DirectionModel:
 
     def __init__(self, params: LinkParams, rng_seed: int, mtu: int = DEFAULT_MTU):
         self.mtu = mtu
-        self.rng = random.Random(rng_seed)
+        self.rng = random.Random(rng_seed)  # loss draws only
+        self.jitter_rng = random.Random(rng_seed ^ JITTER_SEED_SALT)
         self._random = self.rng.random
-        self._gauss = self.rng.gauss
+        self._gauss = self.jitter_rng.gauss
         self.counters = Counters()
         self.qdelay = QDelayHistogram()
         self.down = False
@@ -172,9 +194,10 @@ class DirectionModel:
             self._bad = True
         return self._bad
 
-    def offer(self, size_bytes: int, now: float) -> float | None:
+    def offer(self, size_bytes: int, now: float, lossy: bool = True) -> float | None:
         """Delivery time (same clock as `now`) of a frame of `size_bytes` arriving at `now`,
-        or None when it is dropped (counted by reason).
+        or None when it is dropped (counted by reason). `lossy=False` (a non-IP frame, see
+        `is_ip_frame`) skips the loss stage, and its random draw.
 
         The engine calls this for every frame: stages are inlined and skipped when unused.
         """
@@ -182,7 +205,7 @@ class DirectionModel:
         if self.down:
             c.dropped_down += 1
             return None
-        if self._loss:
+        if self._loss and lossy:
             u = self._random()
             if (u < self._loss) if self._ge_p is None else self._gilbert_lost(u):
                 c.dropped_loss += 1

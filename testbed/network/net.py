@@ -5,6 +5,9 @@ switch node's own namespace), except the userspace emulator's veth ends, which a
 `tb<netid><link><a|b>`; so several networks can run at once. Nodes are Mininet `Node`s (the
 CLI and callers use `.cmd()`/`.popen()`), but interfaces, addresses and routes are set up in
 one `ip -batch` per node, run for all nodes in parallel, which keeps 100 nodes well under 20 s.
+Interfaces get the plan's MACs, and every IP node permanent neighbour entries for its link and
+segment peers (switches: static FDB entries), so no ARP or flooding crosses an emulated link
+and a seeded loss pattern repeats exactly (`static_l2`).
 
 `stop()` is idempotent and always removes everything (also when `start()` fails or is
 interrupted); a record in /run/testbed/<netid>.json lets `testbed clean` finish the job when the
@@ -13,6 +16,7 @@ owning process was killed.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import shutil
 import signal
 import subprocess
@@ -23,9 +27,11 @@ import time
 import weakref
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 from mininet.net import Mininet
 
 from ..errors import TestbedError
@@ -90,6 +96,7 @@ class Network:
         self._record_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.timings: dict[str, float] = {}  # seconds per start-up phase (nodes, veths, configure, links)
+        self._l2 = static_l2(plan)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -300,11 +307,16 @@ class Network:
             shell += self._impl.node_side_commands(link, intf)
         if is_switch:
             lines.append(f"link set dev {BRIDGE} up")
+        lines += [f"neigh replace {ip} lladdr {mac} dev {dev} nud permanent"
+                  for ip, mac, dev in self._l2.neighbours.get(name, [])]  # fmt: skip
         for route in self.plan.routes.get(name, []):
             via = f" via {route.via}" if route.via else ""
             lines.append(f"route replace {route.dst}{via} dev {route.dev}")
-        batch = "\n".join(lines)
-        return "\n".join([f"ip -batch - <<'EOF'\n{batch}\nEOF", *shell])
+        scripts = [_heredoc("ip -batch -", lines)]
+        fdb = [f"fdb replace {mac} dev {port} master static" for mac, port in self._l2.fdb.get(name, [])]
+        if fdb:  # after the ports joined the bridge
+            scripts.append(_heredoc("bridge -batch -", fdb))
+        return "\n".join([*scripts, *shell])
 
     def _run_in_nodes(self, scripts: dict[str, str]) -> None:
         """Run one shell script per node, all nodes at once; any failure is a TestbedError."""
@@ -405,6 +417,9 @@ class Network:
             "backend": {"name": self.backend, "reason": self.info.reason if self.info else ""},
             "netid": self.netid,
             "seed": self.seed,
+            # permanent neighbour entries and static bridge FDB entries from the plan's MACs:
+            # no ARP or flooding on the links, so the seeded loss draws see only the traffic
+            "static_l2": True,
             "links": [state.as_dict() for state in self._links],
         }
         if self._impl is not None:
@@ -423,6 +438,48 @@ class Network:
             raise TestbedError(f"network is {self._state}, not running")
 
 
+@dataclass
+class StaticL2:
+    """Permanent neighbour entries (node -> [(ip, mac, dev)]) and static bridge FDB entries
+    (switch -> [(mac, port)]) for every L2 segment of a plan."""
+
+    neighbours: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    fdb: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+def static_l2(plan: NetworkPlan) -> StaticL2:
+    """The plan fixes every address and MAC, so the links need no ARP and the bridges no
+    flooding: such frames depend on timing, and on an emulated link with loss they would take
+    random draws that belong to data frames, so a seeded loss pattern would not repeat."""
+    out = StaticL2()
+    by_subnet: dict[ipaddress.IPv4Network, list[Interface]] = {}
+    for intfs in plan.interfaces.values():
+        for intf in intfs:
+            if intf.cidr and intf.mac:
+                by_subnet.setdefault(ipaddress.ip_interface(intf.cidr).network, []).append(intf)
+    for members in by_subnet.values():
+        for intf in members:
+            out.neighbours.setdefault(intf.node, []).extend(
+                (peer.ip, peer.mac, intf.name) for peer in members if peer is not intf
+            )
+    switches = {n for n, s in plan.spec.nodes.items() if s.kind == "switch"}
+    if switches:
+        segments = nx.Graph()
+        segments.add_nodes_from(switches)
+        segments.add_edges_from((lk.a, lk.b) for lk in plan.spec.links if {lk.a, lk.b} <= switches)
+        hosts_at = {s: [i for n, intfs in plan.interfaces.items() if n not in switches
+                        for i in intfs if i.peer == s and i.mac] for s in switches}  # fmt: skip
+        for sw in sorted(switches):
+            for port in plan.interfaces.get(sw, []):
+                if port.peer in switches:  # everything attached beyond that switch
+                    beyond = nx.node_connected_component(segments.subgraph(switches - {sw}), port.peer)
+                    macs = [i.mac for s in beyond for i in hosts_at[s]]
+                else:
+                    macs = [i.mac for i in hosts_at[sw] if i.link_index == port.link_index]
+                out.fdb.setdefault(sw, []).extend((mac, port.name) for mac in macs)
+    return out
+
+
 def _directions(direction: str | None) -> Iterable[str]:
     if direction is None:
         return ("ab", "ba")
@@ -439,6 +496,11 @@ def _make_backend(net: Network) -> LinkBackend:
     from .userspace import UserspaceBackend
 
     return UserspaceBackend(net, net.info)
+
+
+def _heredoc(command: str, lines: list[str]) -> str:
+    body = "\n".join(lines)
+    return f"{command} <<'EOF'\n{body}\nEOF"
 
 
 def _ip_batch(lines: list[str], force: bool = False) -> None:

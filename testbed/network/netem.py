@@ -8,7 +8,9 @@ Per direction, on the sending interface:
 - loss_burst: netem's Gilbert-Elliott model (mean burst = 1/r, mean loss = p/(p+r));
 - jitter without `reorder`: netem's own `rate` keeps FIFO order (a packet never leaves before
   the one ahead of it), set to the link rate (or 100 Gbit/s without one);
-- `seed` for netem's random numbers where this tc knows it (recorded otherwise).
+- `seed` for netem's random numbers where this tc knows it (recorded otherwise);
+- loss applies to every frame netem sees, ARP included (the userspace emulator spares non-IP
+  frames); applied() says so in `loss_applies_to`.
 Mininet's TCLink is not used: it silently drops delay/loss without sch_netem and ignores bw > 1000.
 """
 from __future__ import annotations
@@ -21,6 +23,9 @@ from ..errors import TestbedError
 from ..topology.model import LinkParams
 from .backend import LinkBackend, LinkState, unshaped
 
+# netem drops any frame its qdisc sees (ARP too), and draws per frame: a seeded pattern repeats
+# only as long as the frames repeat (the builder installs static neighbours for that).
+LOSS_SCOPE = "every frame (ARP included)"
 NO_RATE_LIMIT = 100000  # netem limit (packets) when no rate bounds the delay line
 
 
@@ -139,6 +144,9 @@ class NetemBackend(LinkBackend):
 
     def set_down(self, link: LinkState, down: bool) -> None:
         self.set_intf_down(link, down)
+
+    def extra_applied(self) -> dict[str, Any]:
+        return {"loss_applies_to": LOSS_SCOPE}
 
     def stats(self, links: list[LinkState]) -> dict[int, dict[str, Any]]:
         return {lk.index: {d: self._counters(lk, d) for d in ("ab", "ba")} for lk in links}

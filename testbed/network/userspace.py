@@ -21,6 +21,8 @@ from ..topology.model import Interface, LinkParams
 from .backend import LinkBackend, LinkState, unshaped
 from .state import root_ifname
 
+LOSS_SCOPE = "IPv4/IPv6 frames (ARP and other link-layer frames are never lost)"
+
 
 class UserspaceBackend(LinkBackend):
     name = "userspace"
@@ -124,7 +126,7 @@ class UserspaceBackend(LinkBackend):
         return self.emulator.cpu_seconds() if self.emulator else None
 
     def extra_applied(self) -> dict[str, Any]:
-        return {"rate_scale": self.rate_scale, "max_rate_mbps": MAX_RATE_MBPS}
+        return {"rate_scale": self.rate_scale, "max_rate_mbps": MAX_RATE_MBPS, "loss_applies_to": LOSS_SCOPE}
 
     def stop(self) -> None:
         if self.emulator is not None:

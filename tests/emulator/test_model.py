@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binom
 
 from testbed.emulator.control import direction_seed
-from testbed.emulator.model import DirectionModel, QDelayHistogram
+from testbed.emulator.model import DirectionModel, QDelayHistogram, is_ip_frame
 from testbed.topology.model import LinkParams
 
 
@@ -149,3 +149,28 @@ def test_qdelay_histogram_percentiles() -> None:
     assert h.percentile(99) == pytest.approx(0.0099, abs=3e-5)
     assert h.max_s == 0.5 and h.percentile(100) == pytest.approx(0.5, abs=1e-3)
     assert h.count == 1001
+
+
+def test_non_ip_frames_skip_the_loss_draw() -> None:
+    """ARP and other link-layer frames are never lost and take no draw: the IP frames' loss
+    pattern stays the same whatever else crosses the link; jitter has an RNG of its own."""
+    p = LinkParams(loss_pct=20.0)
+    plain = run(DirectionModel(p, rng_seed=4), 3000)
+    m = DirectionModel(p.replace(jitter_ms=1.0), rng_seed=4)
+    mixed = []
+    for i in range(3000):
+        if i % 7 == 0:
+            assert m.offer(60, i * 0.001, lossy=False) is not None  # an ARP frame in between
+        mixed.append(m.offer(1000, i * 0.001))
+    assert [t is None for t in mixed] == [t is None for t in plain]
+    assert m.counters.dropped_loss == sum(t is None for t in plain) > 0
+
+
+def test_is_ip_frame() -> None:
+    eth = bytes(12)
+    assert is_ip_frame(eth + b"\x08\x00" + bytes(20))
+    assert is_ip_frame(eth + b"\x86\xdd" + bytes(40))
+    assert is_ip_frame(eth + b"\x81\x00\x00\x05\x08\x00" + bytes(20))  # one VLAN tag
+    assert not is_ip_frame(eth + b"\x08\x06" + bytes(28))  # ARP
+    assert not is_ip_frame(eth + b"\x88\xcc")  # LLDP
+    assert not is_ip_frame(b"\x00" * 13)
