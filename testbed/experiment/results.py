@@ -18,64 +18,15 @@ from typing import Any
 import pandas as pd
 
 from ..metrics import stats
+from ..runformat import (  # noqa: F401 - re-exported for the runner
+    PROBE_COLUMNS,
+    RESULT_COLUMNS_HEAD,
+    RESULT_COLUMNS_TAIL,
+    TIMESERIES_COLUMNS,
+    result_columns,
+)
 
-RESULT_COLUMNS_HEAD = ["trial", "point", "rep", "order", "seed"]
-RESULT_COLUMNS_TAIL = [
-    "flow",
-    "flow_spec",
-    "label",
-    "protocol",
-    "cc",
-    "src",
-    "dst",
-    "path_kind",
-    "src_operator",
-    "dst_operator",
-    "size_bytes",
-    "duration_s",
-    "bytes",
-    "start_s",
-    "fct_s",
-    "goodput_mbps",
-    "window_goodput_mbps",
-    "ok",
-    "error",
-    "rtt_min_ms",
-    "rtt_smoothed_ms",
-    "retransmits",
-    "packets_sent",
-    "packets_lost",
-    "cwnd_bytes",
-    "cpu_client_s",
-    "cpu_server_s",
-    "cpu_limited",
-    "configured_rate_mbps",
-    "configured_owd_ms",
-    "configured_loss_pct",
-    "base_rtt_ms",
-    "loaded_rtt_ms",
-    "owd_min_ms",
-    "owd_mean_ms",
-    "owd_p50_ms",
-    "owd_p95_ms",
-    "owd_p99_ms",
-    "ipdv_ms",
-    "jitter_ms",
-    "probe_loss_pct",
-    "idle_owd_p50_ms",
-    "idle_owd_p95_ms",
-    "queue_drops",
-    "loss_drops",
-    "fairness",
-    "flags",
-]
-TIMESERIES_COLUMNS = ["trial", "flow", "protocol", "cc", "t_s", "mbps"]
-PROBE_COLUMNS = ["trial", "src", "dst", "phase", "seq", "send_s", "owd_ms"]
 SUMMARY_METRICS = [("goodput_mbps", True), ("fct_s", False), ("owd_p95_ms", False), ("loaded_rtt_ms", False)]
-
-
-def result_columns(grid_keys: list[str]) -> list[str]:
-    return [*RESULT_COLUMNS_HEAD, *grid_keys, *RESULT_COLUMNS_TAIL]
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -90,16 +90,16 @@ def add_row_metrics(run: Run) -> pd.DataFrame:
             df["fct_s"], size, df["configured_rate_mbps"], df["bottleneck_flows"], df["protocol"], strict=True
         )
     ]
-    if df["bytes_sent"].notna().any():
-        df["efficiency_pct"] = [
-            qos.efficiency_pct(t, r)
-            for t, r in zip(df["bytes_sent"], df["bytes_retransmitted"].fillna(0), strict=True)
-        ]
-    else:
-        resent = df["retransmits"].where(df["retransmits"].notna(), df["packets_lost"])
-        df["efficiency_pct"] = [
-            qos.efficiency_pct(t, r) for t, r in zip(df["packets_sent"], resent, strict=True)
-        ]
+    # RFC 6349 efficiency from byte counts where the protocol reported both, else from packets;
+    # an unknown retransmission count is never taken as zero.
+    resent = df["retransmits"].where(df["retransmits"].notna(), df["packets_lost"])
+    by_bytes = df["bytes_sent"].notna() & df["bytes_retransmitted"].notna()
+    df["efficiency_pct"] = [
+        qos.efficiency_pct(bs, br) if use_bytes else qos.efficiency_pct(ps, rs)
+        for use_bytes, bs, br, ps, rs in zip(
+            by_bytes, df["bytes_sent"], df["bytes_retransmitted"], df["packets_sent"], resent, strict=True
+        )
+    ]
     loaded = df["loaded_rtt_ms"].where(df["loaded_rtt_ms"].notna(), df["rtt_smoothed_ms"])
     base = df["base_rtt_ms"].where(df["base_rtt_ms"].notna(), df["rtt_min_ms"])
     df["buffer_delay_pct"] = [qos.buffer_delay_pct(lo, b) for lo, b in zip(loaded, base, strict=True)]
