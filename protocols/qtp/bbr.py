@@ -166,8 +166,12 @@ class BbrCongestionControl(QuicCongestionControl):
         if self.bytes_in_flight == 0:
             # Starting from idle: the flight (and its ack-rate interval) begins now.
             self._first_sent_time = self._delivered_time = packet.sent_time
-        packet.bbr_rs = (self._delivered, self._delivered_time, self._first_sent_time,
-                         self._app_limited_until != 0)
+        packet.bbr_rs = (
+            self._delivered,
+            self._delivered_time,
+            self._first_sent_time,
+            self._app_limited_until != 0,
+        )
         self.bytes_in_flight += packet.sent_bytes
 
     def on_packet_acked(self, *, now: float, packet: QuicSentPacket) -> None:
@@ -243,13 +247,6 @@ class BbrCongestionControl(QuicCongestionControl):
             "round_count": self._round_count,
             "extra_acked_bytes": int(self.extra_acked),
         }
-
-    @property
-    def bdp(self) -> float:
-        """Bandwidth-delay product in bytes (0 before the first samples)."""
-        if self.btl_bw == 0.0 or math.isinf(self.min_rtt):
-            return 0.0
-        return self.btl_bw * self.min_rtt
 
     def on_app_limited(self) -> None:
         """The sender had room to send but nothing to send: samples of the data in flight
