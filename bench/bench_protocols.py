@@ -169,6 +169,14 @@ def ratio_line(name: str, num: Row | None, den: Row | None, target: float) -> st
     return f"| {name} | {r:.2f}x ({a:.1f} / {b:.1f} Mbit/s) | ≥ {target:g}x | {verdict} |"
 
 
+READING = (
+    "Reading: kernel TCP costs 3–40 CPU s/GB, the Python QUIC stacks 100–1200. A Python row "
+    "below the link rate is CPU-bound when goodput (Mbit/s) / 8000 × CPU s/GB approaches the CPU "
+    "the two processes could get (under 2 cores, much less at high CPU pressure); a loss-based "
+    "row (cubic) at 1–3 % loss is held to a few Mbit/s by the Mathis limit whatever the CPU."
+)
+
+
 def report(rows: list[Row], scs: list[Scenario], meta: dict[str, Any]) -> str:
     lines = [
         "# Protocol benchmark: qtp vs naive aioquic vs kernel TCP vs TCP+TLS",
@@ -204,7 +212,8 @@ def report(rows: list[Row], scs: list[Scenario], meta: dict[str, Any]) -> str:
             mds = st.extra.get("max_datagram_size") or st.extra.get("datagram_size")
             lines.append(
                 f"- {r.case.label}, {r.scenario.label}: {st.bytes / 1e6:.0f} MB in {st.duration_s:.1f} s, "
-                f"srtt {fmt(st.rtt_smoothed_ms)} ms, retransmits {st.retransmits}"
+                f"srtt {fmt(st.rtt_smoothed_ms)} ms, retransmits {st.retransmits}, "
+                f"CPU {(st.cpu_s_client or 0) + (st.cpu_s_server or 0):.1f} s (client + server)"
                 + (f", datagram {mds} B" if mds else ""))
     unshaped, clean, lossy = scs[0].label, scs[1].label, scs[2].label
     lines += [
@@ -227,6 +236,7 @@ def report(rows: list[Row], scs: list[Scenario], meta: dict[str, Any]) -> str:
         ratio_line(f"qtp bbr vs tcp cubic, {lossy}", qtp_lossy, find(rows, lossy, "tcp cubic"), 5.0),
         ratio_line(f"qtp bbr vs tcp bbr, {lossy}", qtp_lossy, find(rows, lossy, "tcp bbr"), 0.9),
     ]
+    lines += ["", READING]
     if notes:
         lines += ["", "## Failures and notes", "", *notes]
     return "\n".join(lines) + "\n"
