@@ -41,6 +41,10 @@ __all__ = [
 MAX_RATE_MBPS: float = 1000.0
 READY_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 5.0
+# stop: time for the processes to exit after `shutdown` (they close all sockets in parallel,
+# well under 1 s for 100 links), then after SIGTERM
+STOP_GRACE_S = 5.0
+TERM_GRACE_S = 3.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -86,6 +90,7 @@ class _Worker:
         self.log_path = workdir / f"emulator-{index}.log"
         self.proc: subprocess.Popen | None = None
         self.final_cpu_s: float | None = None
+        self._closed = False
         config = {
             "owner_pid": owner_pid,
             "priority": priority,
@@ -153,23 +158,55 @@ class _Worker:
                 return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return self.final_cpu_s or 0.0
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ask_to_stop(self) -> None:
+        """Send `shutdown` without waiting (the reply, with the CPU time, is read in close())."""
+        if self.running():
             try:
-                self.final_cpu_s = self.request({"op": "shutdown"}, timeout=2.0).get("cpu_s")
-                self.proc.wait(timeout=5)
-            except (TestbedError, OSError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                self.sock.sendto(json.dumps({"op": "shutdown"}).encode(), str(self.control_path))
+            except OSError:  # no control socket: the signal does it
+                self.signal(signal.SIGTERM)
+
+    def signal(self, signum: int) -> None:
+        if self.running():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signum)
+
+    def close(self) -> None:
+        """After the process has exited: its last reply's CPU time, then our socket and files."""
+        if self.proc is not None and self.proc.poll() is not None and not self._closed:
+            self.sock.setblocking(False)
+            with contextlib.suppress(OSError, ValueError):
+                while True:  # the last reply is the shutdown's (or a late stats reply)
+                    cpu = json.loads(self.sock.recv(16 << 20)).get("cpu_s")
+                    if cpu is not None:
+                        self.final_cpu_s = cpu
+        self._closed = True
         self.sock.close()
-        for path in (self.control_path,):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.control_path.unlink()
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    """Stop processes together: ask all, wait for all; then SIGTERM, then SIGKILL the late ones.
+    One after another, each would cost its own exit time (its sockets' closes)."""
+    for w in workers:
+        w.ask_to_stop()
+    for signum, grace_s in ((None, STOP_GRACE_S), (signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, None)):
+        late = [w for w in workers if w.running()]
+        if not late:
+            break
+        if signum is not None:
+            for w in late:
+                w.signal(signum)
+        deadline = time.monotonic() + (grace_s if grace_s is not None else 5.0)
+        for w in late:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for w in workers:
+        w.close()
 
 
 class Emulator:
@@ -273,9 +310,8 @@ class Emulator:
         return sum(w.cpu_seconds() for w in self._workers)
 
     def stop(self) -> None:
-        """Stop every process and wait for it (idempotent)."""
-        for w in self._workers:
-            w.stop()
+        """Stop every process, all at once, and wait for them (idempotent)."""
+        _stop_all(self._workers)
         self._stopped = True
 
     def __enter__(self) -> Emulator:

@@ -184,6 +184,23 @@ def test_jitter_std_on_the_wire(link: LabLink, emulate) -> None:
     assert (q3 - q1) / 1.349 == pytest.approx(2.0, rel=0.2)
 
 
+def test_workers_stop_together_and_leave_nothing(tmp_path: Path) -> None:
+    """stop() asks every worker at once and reaps them all; their CPU time stays readable."""
+    with Lab(3, net=222) as lab3:
+        links = [lk.emu_link(LinkParams(delay_ms=1.0)) for lk in lab3.links]
+        emu = Emulator(links, seed=1, workdir=tmp_path, workers=3)
+        emu.start()
+        pids = emu.pids()
+        assert len(pids) == 3
+        assert all(median(lk.ping_rtts(3)) == pytest.approx(2.0, abs=1.0) for lk in lab3.links)
+        emu.stop()
+        emu.stop()  # idempotent
+        assert all(not Path(f"/proc/{p}").exists() for p in pids)
+        assert emu.pids() == [] and not list(tmp_path.glob("*.sock"))
+        assert all(w.proc.returncode == 0 for w in emu._workers)  # exited by themselves
+        assert emu.cpu_seconds() > 0
+
+
 def test_two_workers_serve_their_links(tmp_path: Path) -> None:
     with Lab(2, net=219) as lab2:
         links = [lk.emu_link(LinkParams(delay_ms=5.0 * (i + 1))) for i, lk in enumerate(lab2.links)]
