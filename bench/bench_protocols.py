@@ -23,7 +23,7 @@ from typing import Any
 
 from protocols import registry
 from protocols.base import TransferStats
-from protocols.common import server_ready
+from protocols.common import wait_server_ready
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "protocols.md"
@@ -119,12 +119,10 @@ def run_case(net: Any, sc: Scenario, case: Case, workdir: Path, port: int, timeo
     log = wd / "server.log"
     server = net.node_popen("h2", f"exec {shlex.join(srv_argv)} > {shlex.quote(str(log))} 2>&1")
     try:
-        deadline = time.monotonic() + 20
-        while not (log.exists() and server_ready(log.read_bytes())):
-            if server.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text()[-200:] if log.exists() else ""
-                return Row(sc, case, None, f"server did not start: {tail}")
-            time.sleep(0.1)
+        try:
+            wait_server_ready(server, log)
+        except RuntimeError as exc:
+            return Row(sc, case, None, str(exc)[:200])
         time.sleep(0.2)
         out = net.node_run("h1", shlex.join(cli_argv), check=False, timeout=timeout)
         if not stats_path.exists():

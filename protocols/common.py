@@ -242,13 +242,23 @@ def reject_unknown_options(protocol: str, options: dict[str, Any], allowed: tupl
 READY_MARKERS = (b"listening", b"serving")  # what the baselines' and qtp's servers print when ready
 
 
-def server_ready(log: bytes) -> bool:
-    """Has a server, by its log, started listening?"""
-    return any(marker in log for marker in READY_MARKERS)
+def wait_server_ready(proc: subprocess.Popen, log_path: str | Path, timeout: float = 20.0) -> None:
+    """Wait until the server writing `log_path` says it listens; RuntimeError if it exits or
+    stays silent for `timeout` seconds."""
+    log_path = Path(log_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        log = log_path.read_bytes() if log_path.exists() else b""
+        if any(marker in log for marker in READY_MARKERS):
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.decode(errors="replace")[-300:]
+            raise RuntimeError(f"server did not start: {tail}")
+        time.sleep(0.05)
 
 
 class LocalServer:
-    """A driver's server command run as a local process, ready once `server_ready(log)`.
+    """A driver's server command run as a local process, ready once its log says so.
 
     For tests and benchmarks on one host; experiments start servers in emulated hosts."""
 
@@ -259,12 +269,11 @@ class LocalServer:
     def __enter__(self) -> LocalServer:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.ready_timeout
-        while not server_ready(Path(self.log_path).read_bytes()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"server did not start: {self.log()[-500:]}")
-            time.sleep(0.05)
+        try:
+            wait_server_ready(self.proc, self.log_path, self.ready_timeout)
+        except RuntimeError:
+            self.__exit__()
+            raise
         return self
 
     def log(self) -> str:
