@@ -66,12 +66,7 @@ class QtpDriver(ProtocolDriver):
             "--state-dir",
             str(Path(workdir) / "qtp-state"),
         ]
-        if options.get("mtu"):
-            argv += ["--mtu", str(int(options["mtu"]))]
-        if options.get("bdp"):
-            argv += ["--bdp", str(int(options["bdp"]))]
-        if options.get("socket_buffer"):
-            argv += ["--socket-buffer", str(int(options["socket_buffer"]))]
+        argv += _tuning_argv(options)
         if options.get("qlog"):
             argv += ["--qlog", str(Path(workdir) / "qlog-server")]
         argv += [str(a) for a in options.get("server_args", [])]
@@ -116,15 +111,19 @@ class QtpDriver(ProtocolDriver):
             argv += ["--ca", cert]
         if not options.get("zero_rtt"):
             argv.append("--no-0rtt")
-        if options.get("mtu"):
-            argv += ["--mtu", str(int(options["mtu"]))]
-        if options.get("bdp"):
-            argv += ["--bdp", str(int(options["bdp"]))]
-        if options.get("socket_buffer"):
-            argv += ["--socket-buffer", str(int(options["socket_buffer"]))]
+        argv += _tuning_argv(options)
         if options.get("chunk_size"):
             argv += ["--chunk-size", str(int(options["chunk_size"]))]
         if options.get("qlog"):
             argv += ["--qlog", str(Path(workdir) / "qlog-client")]
         argv += [str(a) for a in options.get("client_args", [])]
         return argv
+
+
+def _tuning_argv(options: dict[str, Any]) -> list[str]:
+    """Path tuning options that server and client take alike."""
+    argv: list[str] = []
+    for key, flag in (("mtu", "--mtu"), ("bdp", "--bdp"), ("socket_buffer", "--socket-buffer")):
+        if options.get(key):
+            argv += [flag, str(int(options[key]))]
+    return argv
