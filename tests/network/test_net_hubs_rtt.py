@@ -1,0 +1,51 @@
+"""Measured RTT between compute hubs equals the configured path delay, over multi-hop intra- and
+cross-operator paths of the built-in `hubs` topology (userspace backend).
+
+Tolerance (issue 3's, for any path): the minimum ping RTT is within max(0.5 ms, 3 %) of the
+configured round-trip delay plus the unshaped base RTT of the same path; the base is measured on
+the same path with every link's delay set to zero at run time.
+"""
+from __future__ import annotations
+
+import pytest
+from nethelpers import nothing_left
+
+from testbed.network import Network
+from testbed.network.measure import ping_rtts
+from testbed.topology.plan import build_plan
+from testbed.topology.spec import load_topology
+
+pytestmark = pytest.mark.network
+
+PAIRS = [("zjk-ct", "sg-ct"), ("zjk-ct", "sg-cm"), ("tf-cm", "yrd-ct")]  # intra, cross, cross
+
+
+def min_rtt(net: Network, src: str, dst: str) -> float:
+    rtts = [r for r in ping_rtts(net, src, dst, count=40, interval=0.02) if r is not None]
+    assert len(rtts) >= 30, f"{src}->{dst}: {40 - len(rtts)} of 40 pings lost on a lossless path"
+    return min(rtts)  # propagation: the minimum excludes queueing and scheduling noise
+
+
+def path_links(plan, src: str, dst: str) -> set[str]:
+    return {link.label for a, b in ((src, dst), (dst, src)) for link, _ in plan.hop_links(a, b)}
+
+
+def test_hub_rtt_matches_configured_path_delay():
+    spec = load_topology("hubs", params={"operators": "ct,cm", "sites": ["zjk", "sg", "tf", "yrd"]})
+    plan = build_plan(spec)
+    with Network(plan, backend="userspace") as net:
+        netid = net.netid
+        configured = {p: plan.path_delay_ms(*p) + plan.path_delay_ms(*reversed(p)) for p in PAIRS}
+        loaded = {p: min_rtt(net, *p) for p in PAIRS}
+        for link in set().union(*(path_links(plan, *p) for p in PAIRS)):
+            net.set_link(link, delay_ms=0)
+        base = {p: min_rtt(net, *p) for p in PAIRS}
+    for pair in PAIRS:
+        expected = configured[pair] + base[pair]
+        tolerance = max(0.5, 0.03 * configured[pair])
+        assert configured[pair] > 30, pair  # long multi-hop paths: the test means something
+        assert abs(loaded[pair] - expected) <= tolerance, (
+            f"{pair}: measured {loaded[pair]:.2f} ms, configured {configured[pair]:.2f} ms "
+            f"+ base {base[pair]:.2f} ms (tolerance {tolerance:.2f} ms)"
+        )
+    assert nothing_left(netid)
