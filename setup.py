@@ -29,7 +29,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["testbed*", "protocols*", "topologies*", "experiments*", "bench*"]),
-    package_data={"topologies": ["*.yaml", "*.md"], "experiments": ["*.yaml"], "testbed": ["report/*.css", "report/*.html"]},
+    package_data={
+        "topologies": ["*.yaml", "*.md"],
+        "experiments": ["*.yaml", "*.md"],
+        "testbed": ["report/*.css", "report/*.html", "emulator/*.md"],
+    },
     install_requires=runtime_requirements(),
     entry_points={
         "console_scripts": [

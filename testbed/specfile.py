@@ -64,7 +64,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 def load_yaml_text(text: str, source: str) -> Any:
     """Parse YAML text; syntax errors become a one-line SpecError naming `source`."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except SpecError as exc:
         raise SpecError(source, exc.where, exc.rule, exc.line) from None
     except yaml.YAMLError as exc:
@@ -114,7 +114,9 @@ class Checker:
             raise self.fail(where, f"must be a list, got {type(value).__name__}", parent, key)
         return value
 
-    def keys(self, mapping: Mapping, where: str, allowed: Iterable[str], required: Iterable[str] = ()) -> None:
+    def keys(
+        self, mapping: Mapping, where: str, allowed: Iterable[str], required: Iterable[str] = ()
+    ) -> None:
         allowed = list(allowed)
         for key in mapping:
             if key not in allowed:
@@ -159,7 +161,13 @@ class Checker:
         return int(value) if integer else value
 
     def string(
-        self, mapping: Mapping, key: str, where: str, *, choices: Iterable[str] | None = None, default: Any = None
+        self,
+        mapping: Mapping,
+        key: str,
+        where: str,
+        *,
+        choices: Iterable[str] | None = None,
+        default: Any = None,
     ) -> Any:
         if key not in mapping or mapping[key] is None:
             return default
