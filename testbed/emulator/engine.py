@@ -84,6 +84,7 @@ WAKE_EARLY_S = 60e-6
 SEND_EARLY_S = 20e-6
 IDLE_TIMEOUT_S = 0.5
 CLOSE_THREADS = 64  # sockets closed at once when the process stops (see Engine.close)
+OPEN_THREADS = 32  # links set up at once when it starts (see Engine.open)
 RETRY_S = 200e-6  # wait before retrying a send refused for a full socket buffer
 
 # ethtool -K arguments for the node-side interfaces of emulated links (inside the namespaces).
@@ -201,6 +202,19 @@ class _Direction:
         return out
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _setsockopt_unlocked(sock: socket.socket, level: int, option: int, value: bytes) -> None:
+    """setsockopt() without the GIL (ctypes releases it; socket.setsockopt does not): setting up
+    a packet ring waits for an RCU grace period in the kernel, and the links' rings are set up
+    from several threads at once (Engine.open), so that their waits overlap."""
+    buf = ctypes.create_string_buffer(value, len(value))
+    if _LIBC.setsockopt(sock.fileno(), level, option, buf, len(value)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def _ring_geometry(max_frame: int, headroom: int, ring_bytes: int) -> tuple[int, int, int, int]:
     """struct tpacket_req for a ring of about `ring_bytes` whose slots hold a frame + header:
     (block size, block count, slot size, slot count)."""
@@ -222,7 +236,7 @@ class _RxRing:
         block, blocks, self.frame_size, self.frame_nr = _ring_geometry(max_frame, 128, ring_bytes)
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
         req = struct.pack("IIII", block, blocks, self.frame_size, self.frame_nr)  # struct tpacket_req
-        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        _setsockopt_unlocked(sock, SOL_PACKET, PACKET_RX_RING, req)
         self.mm = mmap.mmap(sock.fileno(), block * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.index = 0
 
@@ -247,7 +261,7 @@ class _TxRing:
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, 32, SNDBUF_BYTES)  # SO_SNDBUFFORCE
             req = struct.pack("IIII", block, blocks, self.frame_size, self.frame_nr)
-            s.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
+            _setsockopt_unlocked(s, SOL_PACKET, PACKET_TX_RING, req)
             s.bind((ifname, 0))
             self.mm = mmap.mmap(s.fileno(), block * blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
@@ -341,20 +355,22 @@ class Engine:
                 raise SystemExit(f"emulator: owner pid {owner} is gone") from None
             except OSError:  # kernel without pidfd: polled instead
                 self.owner_fd = None
-        for link in self.config["links"]:
-            ifs = [link["if_a"], link["if_b"]]
-            if self.config.get("prepare", True):
-                prepare_interfaces(ifs, link.get("mtu"))
-            sa, sb = _packet_socket(link["if_a"]), _packet_socket(link["if_b"])
-            self.socks += [sa, sb]
-            max_frame = link.get("mtu", 1500) + 18  # Ethernet header and one VLAN tag
-            tx_a, tx_b = self._tx_ring(link["if_a"], max_frame), self._tx_ring(link["if_b"], max_frame)
-            for name, sin, sout, tx in (("ab", sa, sb, tx_b), ("ba", sb, sa, tx_a)):
-                model = DirectionModel(_params(link[name]), int(link[f"seed_{name}"]), link.get("mtu", 1500))
-                ring = self._ring(sin, max_frame)
-                d = _Direction(link["link_id"], name, model, sin, sout, max_frame, ring, tx)
-                self.dirs[(link["link_id"], name)] = d
-                self.by_fd[sin.fileno()] = d
+        links = self.config["links"]
+        with ThreadPoolExecutor(max_workers=min(OPEN_THREADS, len(links)) or 1) as pool:
+            futures = [pool.submit(self._open_link, link) for link in links]
+        errors = []
+        for future in futures:  # in config order: registered (and closed later) even on failure
+            try:
+                socks, dirs = future.result()
+            except (RuntimeError, OSError) as exc:
+                errors.append(exc)
+                continue
+            self.socks += socks
+            for d in dirs:
+                self.dirs[(d.link_id, d.name)] = d
+                self.by_fd[d.in_sock.fileno()] = d
+        if errors:
+            raise errors[0]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)
         self.ctl = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -364,6 +380,33 @@ class Engine:
         with contextlib.suppress(OSError):  # finer select() wake-ups: timer slack 1 µs
             ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
         _set_priority(self.config.get("priority", "fifo"))
+
+    def _open_link(self, link: dict) -> tuple[list[socket.socket], list[_Direction]]:
+        """Interfaces, sockets and rings of one link (run in a thread; see Engine.open)."""
+        ifs = [link["if_a"], link["if_b"]]
+        if self.config.get("prepare", True):
+            prepare_interfaces(ifs, link.get("mtu"))
+        opened: list[Any] = []
+        try:
+            sa = _packet_socket(link["if_a"])
+            opened.append(sa)
+            sb = _packet_socket(link["if_b"])
+            opened.append(sb)
+            max_frame = link.get("mtu", 1500) + 18  # Ethernet header and one VLAN tag
+            tx_a = self._tx_ring(link["if_a"], max_frame)
+            opened.append(tx_a)
+            tx_b = self._tx_ring(link["if_b"], max_frame)
+            opened.append(tx_b)
+            dirs = []
+            for name, sin, sout, tx in (("ab", sa, sb, tx_b), ("ba", sb, sa, tx_a)):
+                model = DirectionModel(_params(link[name]), int(link[f"seed_{name}"]), link.get("mtu", 1500))
+                ring = self._ring(sin, max_frame)
+                opened.insert(0, ring)  # a ring closes before its socket
+                dirs.append(_Direction(link["link_id"], name, model, sin, sout, max_frame, ring, tx))
+        except BaseException:
+            _close_quietly(*opened)
+            raise
+        return [sa, sb], dirs
 
     def _ring(self, sock: socket.socket, max_frame: int) -> _RxRing | None:
         if not self.config.get("rx_ring", os.environ.get("TESTBED_EMU_RX_RING", "1") != "0"):
