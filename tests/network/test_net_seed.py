@@ -44,7 +44,10 @@ def lost_seqs(seed: int) -> tuple[set[int], dict]:
         assert rx.returncode == 0, err
         stats = net.link_stats()[0]
         neigh = net.node_run("h1", "ip neigh show dev h1-eth0").stdout
+        mac = net.node_run("h2", "cat /sys/class/net/h2-eth0/address").stdout.strip()
+        assert net.applied()["static_l2"]
     assert "PERMANENT" in neigh and net.ip("h2") in neigh, neigh
+    assert mac == plan.interfaces["h2"][0].mac and f"lladdr {mac} " in neigh, (mac, neigh)
     return set(range(COUNT)) - set(json.loads(out)["seqs"]), stats
 
 
