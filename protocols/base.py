@@ -1,5 +1,3 @@
-# PARALLEL WORK: seven engineers share this tree now. Read docs/WORKING-TOGETHER.md first
-# (commit only your own files, never `mn -c`, deadline 19:35 for your final report).
 """The one interface every protocol offers to experiments (start server, run client, stats).
 
 Experiments run protocols as real processes inside emulated hosts, so a driver describes

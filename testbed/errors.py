@@ -1,5 +1,3 @@
-# PARALLEL WORK: seven engineers share this tree now. Read docs/WORKING-TOGETHER.md first
-# (commit only your own files, never `mn -c`, deadline 19:35 for your final report).
 """Errors the user sees as one line (the CLI prints them without a traceback)."""
 from __future__ import annotations
 

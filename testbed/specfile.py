@@ -1,5 +1,3 @@
-# PARALLEL WORK: seven engineers share this tree now. Read docs/WORKING-TOGETHER.md first
-# (commit only your own files, never `mn -c`, deadline 19:35 for your final report).
 """YAML loading that remembers line numbers, and small field validators.
 
 Every spec (topology, experiment) is validated at load; errors point to the line and field.

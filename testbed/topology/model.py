@@ -1,5 +1,3 @@
-# PARALLEL WORK: seven engineers share this tree now. Read docs/WORKING-TOGETHER.md first
-# (commit only your own files, never `mn -c`, deadline 19:35 for your final report).
 """Data model of a topology spec and of its resolved network plan.
 
 These dataclasses are the contract between the topology layer (which builds them) and the
