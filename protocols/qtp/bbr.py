@@ -8,8 +8,13 @@ samples over 10 round trips) and the path's propagation delay (min RTT over 10 s
 Follows draft-cardwell-iccrg-bbr-congestion-control-00 and Linux tcp_bbr.c:
 STARTUP (gain 2/ln2) until the bandwidth stops growing 25 % for 3 rounds, DRAIN until inflight
 <= BDP, PROBE_BW cycling pacing gains 1.25, 0.75, 1 x 6 (one min RTT each), PROBE_RTT
-(cwnd 4 packets for max(200 ms, 1 round)) when the min RTT is 10 s old. Once the pipe is
-full, cwnd also gets the ack-aggregation allowance (`extra_acked`, as Linux since 4.19):
+(cwnd 4 packets for max(200 ms, 1 round)) when the min RTT is 10 s old. One BBRv2 addition:
+STARTUP also ends (to DRAIN) when a round trip loses more than 2 % of its data and at least 8
+packets. STARTUP's cwnd (2.89 x BDP) exceeds what a path with a bottleneck queue of about one
+BDP holds, so without that exit the 3 no-growth rounds overflow the queue with a burst of
+losses and retransmissions. Loss is only looked at in STARTUP: in PROBE_BW random loss still
+leaves the model alone.
+Once the pipe is full, cwnd also gets the ack-aggregation allowance (`extra_acked`, as Linux since 4.19):
 aioquic's receiver delays ACKs by up to 1 ms and a Python peer acks in bursts as it gets
 scheduled, so on short paths 2 x BDP from the min RTT alone would starve the sender.
 Delivery rate: draft-cheng-iccrg-delivery-rate-estimation. aioquic's `QuicSentPacket` is a
@@ -47,6 +52,11 @@ PROBE_RTT_DURATION_S = 0.2
 MIN_PIPE_PACKETS = 4  # cwnd floor, also the PROBE_RTT cwnd
 FULL_BW_GROWTH = 1.25
 FULL_BW_ROUNDS = 3
+# BBRv2's loss exit from STARTUP: more than 2 % of a round's data lost and at least 8 packets.
+# (8 packets keep a few random losses in a short early round from ending STARTUP; at 1 %
+# random loss a round of ~400 packets reaches 8 losses and 2 % only with a few % chance.)
+STARTUP_LOSS_THRESH = 0.02
+STARTUP_FULL_LOSS_COUNT = 8
 EXTRA_ACKED_WINDOW_ROUNDS = 5  # two slots: a max over 5-10 round trips, as Linux
 EXTRA_ACKED_MAX_S = 0.1  # aggregation allowance at most 100 ms of data at btl_bw
 # The RTT term of the cwnd target is at least 2 ms: a Python peer acks on a 1 ms delayed-ACK
@@ -150,6 +160,11 @@ class BbrCongestionControl(QuicCongestionControl):
         self._probe_rtt_round_done = False
         self._prior_cwnd = 0
         self._lost_in_cycle = False
+        # losses in the current round trip (for the STARTUP loss exit)
+        self._round_lost_packets = 0
+        self._round_lost_bytes = 0
+        self._round_start_delivered = 0
+        self._prev_round_delivered = 0
         # ack aggregation (extra_acked)
         self._extra_acked = [0.0, 0.0]
         self._extra_acked_slot = 0
@@ -188,6 +203,9 @@ class BbrCongestionControl(QuicCongestionControl):
             self._next_round_delivered = self._delivered
             self._round_count += 1
             round_start = True
+            self._prev_round_delivered = self._delivered - self._round_start_delivered
+            self._round_start_delivered = self._delivered
+            self._round_lost_packets = self._round_lost_bytes = 0
         if p_delivered >= self._prior_delivered:
             self._prior_delivered = p_delivered
             self._first_sent_time = packet.sent_time
@@ -214,7 +232,11 @@ class BbrCongestionControl(QuicCongestionControl):
             self.bytes_in_flight -= packet.sent_bytes
             self.packets_lost += 1
             self.bytes_lost += packet.sent_bytes
+            self._round_lost_packets += 1
+            self._round_lost_bytes += packet.sent_bytes
         self._lost_in_cycle = True
+        if self.state == STARTUP:
+            self._check_startup_loss()
 
     def on_persistent_congestion(self) -> None:
         # Like an RTO in Linux BBR: restart from the minimum window; acks regrow it to target.
@@ -318,10 +340,31 @@ class BbrCongestionControl(QuicCongestionControl):
             return
         self._full_bw_count += 1
         if self._full_bw_count >= FULL_BW_ROUNDS:
-            self._filled_pipe = True
-            self.state = DRAIN
-            self.pacing_gain = DRAIN_GAIN
-            self.cwnd_gain = HIGH_GAIN
+            self._enter_drain()
+
+    def _check_startup_loss(self) -> None:
+        """End STARTUP when this round's loss shows the bottleneck queue overflowing.
+
+        Checked on every loss report rather than at the round's end: the overflow keeps
+        dropping about (2.89 - 1) / 2.89 of what STARTUP sends, so waiting for the round to
+        end would cost up to another round trip of losses. The ratio's denominator is at least
+        the previous round's delivery (rounds grow in STARTUP), so a few losses among the
+        first acks of a round do not count as 2 %."""
+        lost = self._round_lost_bytes
+        if self._round_lost_packets < STARTUP_FULL_LOSS_COUNT:
+            return
+        sent = max(self._delivered - self._round_start_delivered, self._prev_round_delivered) + lost
+        if lost > STARTUP_LOSS_THRESH * sent:
+            # The bandwidth filter already holds the bottleneck rate: the queue only
+            # overflows once STARTUP sends faster than the bottleneck delivers.
+            self._enter_drain()
+
+    def _enter_drain(self) -> None:
+        self._filled_pipe = True
+        self.state = DRAIN
+        self.pacing_gain = DRAIN_GAIN
+        self.cwnd_gain = HIGH_GAIN
+        self._update_pacing_rate()
 
     def _enter_probe_bw(self, now: float) -> None:
         self.state = PROBE_BW
