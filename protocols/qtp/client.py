@@ -39,8 +39,6 @@ from .transfer import (
     state_path,
 )
 
-UNIX_OFFSET = time.time() - time.monotonic()  # loop.time() + this = unix time (approximately)
-
 
 def unix_now() -> float:
     return time.time()
@@ -672,7 +670,7 @@ class ListRequest(RequestHandler):
             super().on_message(msg)
 
 
-class GetRequest(RequestHandler):
+class GetRequest(io.ChunkSink, RequestHandler):
     """get / gen: REQUEST -> RESPONSE, CHUNK*, END; chunks go to a ChunkReceiver."""
 
     def __init__(
@@ -707,17 +705,6 @@ class GetRequest(RequestHandler):
             self.resolve(msg)
         else:
             super().on_message(msg)
-
-    def on_chunk_start(self, index, offset, length, digest):
-        self.receiver.start(index, offset, length, digest)
-
-    def on_chunk_data(self, data):
-        self.receiver.data(data)
-        if self.counter is not None:
-            self.counter.add(self._loop_time() + UNIX_OFFSET, len(data))
-
-    def on_chunk_end(self):
-        self.receiver.end()
 
 
 class PutRequest(RequestHandler):

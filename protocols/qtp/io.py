@@ -220,6 +220,29 @@ class UdpSocket:
 # ---------------------------------------------------------------------------- streams
 
 
+UNIX_OFFSET = time.time() - time.monotonic()  # loop.time() + this = unix time (approximately)
+
+
+class ChunkSink:
+    """Feeds a stream's CHUNK frames to its ChunkReceiver and counts arrivals per interval:
+    the one receiving path of client downloads and server uploads (mix in before the handler)."""
+
+    receiver: Any  # transfer.ChunkReceiver
+    counter: Any  # IntervalCounter | None
+    _loop_time: Callable[[], float]
+
+    def on_chunk_start(self, index, offset, length, digest):
+        self.receiver.start(index, offset, length, digest)
+
+    def on_chunk_data(self, data):
+        self.receiver.data(data)
+        if self.counter is not None:
+            self.counter.add(self._loop_time() + UNIX_OFFSET, len(data))
+
+    def on_chunk_end(self):
+        self.receiver.end()
+
+
 class StreamHandler(FrameHandler):
     """One request/response exchange on one bidirectional QUIC stream."""
 

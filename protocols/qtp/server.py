@@ -26,7 +26,6 @@ from aioquic.quic.connection import QuicConnection
 from .. import payload as payload_mod
 from . import certs, config, io, testhooks
 from . import messages as m
-from .client import UNIX_OFFSET
 from .messages import ErrorCode, QtpError
 from .transfer import (
     PART_SUFFIX,
@@ -230,7 +229,7 @@ def walk(root: Path, top: Path) -> list[m.Entry]:
     return out
 
 
-class ServerStream(io.StreamHandler):
+class ServerStream(io.ChunkSink, io.StreamHandler):
     """The server side of one exchange: waits for the REQUEST, then runs the operation."""
 
     allowed = frozenset({m.REQUEST})
@@ -317,17 +316,6 @@ class ServerStream(io.StreamHandler):
             self.fail(msg.exception(), send=False)
         else:
             raise m.ProtocolViolation(f"unexpected {type(msg).__name__}")
-
-    def on_chunk_start(self, index, offset, length, digest):
-        self.receiver.start(index, offset, length, digest)
-
-    def on_chunk_data(self, data):
-        self.receiver.data(data)
-        if self.counter is not None:
-            self.counter.add(self._loop_time() + UNIX_OFFSET, len(data))
-
-    def on_chunk_end(self):
-        self.receiver.end()
 
     # -- operations
     def begin(self, req: m.Request) -> None:
