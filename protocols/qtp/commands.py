@@ -7,6 +7,7 @@ Each returns a `TransferStats` (protocols.base) describing the transfer; errors 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,6 +26,18 @@ from .transfer import ChunkLayout, IntervalCounter, PartFile
 log = logging.getLogger("qtp")
 
 PROTOCOL = "qtp"
+
+
+@contextlib.asynccontextmanager
+async def _session(host: str, port: int, opts: ClientOptions, *, wait_handshake: bool = True):
+    """A connected client, always closed; protocol errors leave as the client's own errors."""
+    client = await Client.connect(host, port, opts, wait_handshake=wait_handshake)
+    try:
+        yield client
+    except QtpError as exc:
+        raise client.translate(exc) from None
+    finally:
+        await client.close()
 
 
 def _cpu() -> float:
@@ -88,8 +101,7 @@ async def _send_worker(
     start: float,
     report=None,
 ) -> dict:
-    client = await Client.connect(host, port, opts)
-    try:
+    async with _session(host, port, opts) as client:
         res = await client.send_generated(size, seed, chunks=chunks, start=start)
         out = {
             "bytes": res.bytes,
@@ -102,10 +114,6 @@ async def _send_worker(
             "payload_sent": res._sent,
             "conn": _conn_summary(client),
         }
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
     return out
 
 
@@ -207,42 +215,38 @@ async def _get_stripe_worker(
     layout = ChunkLayout(size, opts.chunk_size)
     part = _WorkerPart(local, layout, report)
     counter = IntervalCounter(start)
-    client = await Client.connect(host, port, opts)
-    try:
-        r = await client.get_file(
-            remote,
-            local,
-            size=size,
-            mtime_ns=mtime_ns,
-            chunks=chunks,
-            part=part,
-            finish=False,
-            counter=counter,
-        )
-        i0, bins = counter.bins()
-        return {
-            "bytes": r.bytes_verified,
-            "received": r.bytes_received,
-            "bad_chunks": r.bad_chunks,
-            "first": counter.first,
-            "last": counter.last,
-            "i0": i0,
-            "bins": bins,
-            "conn": _conn_summary(client),
-        }
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        part.close()
-        await client.close()
+    async with _session(host, port, opts) as client:
+        try:
+            r = await client.get_file(
+                remote,
+                local,
+                size=size,
+                mtime_ns=mtime_ns,
+                chunks=chunks,
+                part=part,
+                finish=False,
+                counter=counter,
+            )
+            i0, bins = counter.bins()
+            return {
+                "bytes": r.bytes_verified,
+                "received": r.bytes_received,
+                "bad_chunks": r.bad_chunks,
+                "first": counter.first,
+                "last": counter.last,
+                "i0": i0,
+                "bins": bins,
+                "conn": _conn_summary(client),
+            }
+        finally:
+            part.close()
 
 
 async def _get_files_worker(
     host: str, port: int, opts: ClientOptions, jobs: list, start: float, report=None
 ) -> dict:
     counter = IntervalCounter(start)
-    client = await Client.connect(host, port, opts)
-    try:
+    async with _session(host, port, opts) as client:
         results = await client._parallel(
             [lambda j=j: client.get_file(j[0], j[1], size=j[2], mtime_ns=j[3], counter=counter) for j in jobs]
         )
@@ -258,46 +262,27 @@ async def _get_files_worker(
             "bins": bins,
             "conn": _conn_summary(client),
         }
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
 
 
 async def _stat(host: str, port: int, opts: ClientOptions, remote: str, listing: bool) -> tuple:
-    client = await Client.connect(host, port, opts, wait_handshake=False)
-    try:
+    async with _session(host, port, opts, wait_handshake=False) as client:
         st = await client.stat(remote)
         entries = await client.list(remote) if listing and st.type == "dir" else None
         return st, entries
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
 
 
 async def _digest(host: str, port: int, opts: ClientOptions, remote: str) -> m.Response:
-    client = await Client.connect(host, port, opts, wait_handshake=False)
-    try:
+    async with _session(host, port, opts, wait_handshake=False) as client:
         return await client.digest(remote)
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
 
 
 async def _get_single(
     host: str, port: int, opts: ClientOptions, remote: str, local: str, start: float
 ) -> tuple[list[FileResult], IntervalCounter, dict]:
     counter = IntervalCounter(start)
-    client = await Client.connect(host, port, opts, wait_handshake=False)
-    try:
+    async with _session(host, port, opts, wait_handshake=False) as client:
         results = await client.get_path(remote, local, counter=counter)
         return results, counter, _conn_summary(client)
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
 
 
 def get(
@@ -462,8 +447,7 @@ def parse_size(text: str) -> int:
 
 
 async def _put_files_worker(host: str, port: int, opts: ClientOptions, jobs: list, report=None) -> dict:
-    client = await Client.connect(host, port, opts)
-    try:
+    async with _session(host, port, opts) as client:
         results = await client._parallel([lambda j=j: client.put_file(j[0], j[1]) for j in jobs])
         return {
             "bytes": sum(r.size - r.resumed_bytes for r in results),
@@ -472,36 +456,22 @@ async def _put_files_worker(host: str, port: int, opts: ClientOptions, jobs: lis
             "end": unix_now(),
             "conn": _conn_summary(client),
         }
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
 
 
 async def _put_single(host: str, port: int, opts: ClientOptions, local: str, remote: str) -> tuple:
-    client = await Client.connect(host, port, opts)
-    try:
+    async with _session(host, port, opts) as client:
         gen = parse_gen(local)
         if gen is not None:
             results = [await client.put_generated(gen[0], gen[1], remote)]
         else:
             results = await client.put_path(local, remote)
         return results, unix_now(), _conn_summary(client)
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
 
 
 async def _mkdirs(host: str, port: int, opts: ClientOptions, dirs: list[str]) -> None:
-    client = await Client.connect(host, port, opts)
-    try:
+    async with _session(host, port, opts) as client:
         for d in dirs:
             await client.mkdir(d)
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
 
 
 def put(
@@ -551,16 +521,11 @@ def put(
 
 
 async def _ls(host: str, port: int, opts: ClientOptions, remote: str) -> tuple:
-    client = await Client.connect(host, port, opts, wait_handshake=False)
-    try:
+    async with _session(host, port, opts, wait_handshake=False) as client:
         st = await client.stat(remote)
         if st.type == "file":
             return st, [m.Entry(Path(remote).name, "file", st.size, st.mtime_ns)]
         return st, await client.list(remote)
-    except QtpError as exc:
-        raise client.translate(exc) from None
-    finally:
-        await client.close()
 
 
 def ls(host: str, port: int, opts: ClientOptions, remote: str) -> list[m.Entry]:
