@@ -226,26 +226,18 @@ def path_tables(run: Run, df: pd.DataFrame) -> PathTables:
     return PathTables(agg, checks)
 
 
+CHECK_COLUMNS = [  # checks.csv
+    "src", "dst", "path_kind", "condition", "check", "value", "limit", "unit", "passed", "source",
+]  # fmt: skip
+
+
 def _policy_checks(run: Run, agg: pd.DataFrame) -> pd.DataFrame:
     """hubs.md policy checks per path: latency circle between hubs, direct-link bound (when the
     endpoints have coordinates), cross-operator thresholds vs the intra path of the same sites."""
     nodes = topology_nodes(run)
     hub_run = any(str(n.get("kind")) == "hub" for n in nodes.values()) or (agg["path_kind"] != "").any()
     if not hub_run:
-        return pd.DataFrame(
-            columns=[
-                "src",
-                "dst",
-                "path_kind",
-                "condition",
-                "check",
-                "value",
-                "limit",
-                "unit",
-                "passed",
-                "source",
-            ]
-        )
+        return pd.DataFrame(columns=CHECK_COLUMNS)
 
     def site(n: str) -> str:
         return str(nodes.get(n, {}).get("site") or n)
@@ -293,18 +285,7 @@ def _policy_checks(run: Run, agg: pd.DataFrame) -> pd.DataFrame:
             )
     return pd.DataFrame(
         rows,
-        columns=[
-            "src",
-            "dst",
-            "path_kind",
-            "condition",
-            "check",
-            "value",
-            "limit",
-            "unit",
-            "passed",
-            "source",
-        ],
+        columns=CHECK_COLUMNS,
     )
 
 
