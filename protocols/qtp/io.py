@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,9 +55,24 @@ SOCKET_BUFFER = 16 << 20
 MAX_BATCH = 64
 MAX_BATCH_BYTES = 128 << 10
 RECV_SIZE = 65535
+# After a read that emptied the socket, stop watching it for this long (interrupt moderation):
+# a paced flow arrives one datagram at a time, and a wake-up per datagram (loop iteration,
+# event dispatch, reply check, timer) costs as much as handling it. The delay adds at most
+# this to an ACK's or a datagram's latency. QTP_RX_COALESCE_MS overrides (0: off).
+RX_COALESCE_S = float(os.environ.get("QTP_RX_COALESCE_MS", "1")) / 1000
 AUTO_MTU_CAP = 9000  # discovered MTUs are used up to jumbo frames
 LOW_WATER = 256 << 10  # a producer is topped up when its unsent bytes fall below this...
 HIGH_WATER = 16 << 20  # ...to about a congestion window, at most this
+
+# UDP generic segmentation offload (Linux >= 4.18): one sendmsg carries a run of equal-size
+# datagrams and the kernel splits it (in software when the device cannot), which saves a
+# syscall and a trip through the socket layer per datagram. QTP_GSO=0 turns it off.
+USE_GSO = os.environ.get("QTP_GSO", "1") != "0"
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = 103  # linux/udp.h
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS of older kernels (newer allow 128)
+GSO_MAX_BYTES = 65000  # one UDP payload: < 65507 (IPv4), headers excluded
+GSO_UNSUPPORTED = frozenset({errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP})
 
 # Flow-control windows: aioquic doubles them as data arrives; start large so that a
 # long fat path is not limited from the first round trip (>= 2 x BDP of 1 Gbit/s x 100 ms).
@@ -64,6 +81,32 @@ DEFAULT_MAX_STREAM_DATA = 32 << 20
 
 
 # ---------------------------------------------------------------------------- sockets
+
+
+def gso_runs(datagrams: list[tuple[bytes, Any]]) -> list[tuple[int, int, int]]:
+    """Split `datagrams` into (start, stop, segment size) runs that one UDP_SEGMENT send can
+    carry: one address, every datagram of the run's size except a shorter last one, at most
+    GSO_MAX_SEGMENTS datagrams and GSO_MAX_BYTES bytes."""
+    runs: list[tuple[int, int, int]] = []
+    n = len(datagrams)
+    i = 0
+    while i < n:
+        data, addr = datagrams[i]
+        size = len(data)
+        total = size
+        j = i + 1
+        while j < n and j - i < GSO_MAX_SEGMENTS:
+            d, a = datagrams[j]
+            ln = len(d)
+            if a != addr or ln > size or total + ln > GSO_MAX_BYTES:
+                break
+            total += ln
+            j += 1
+            if ln < size:
+                break  # a shorter datagram ends the run
+        runs.append((i, j, size))
+        i = j
+    return runs
 
 
 def set_socket_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> tuple[int, int]:
@@ -125,6 +168,11 @@ class UdpSocket:
         self.datagrams_sent = 0
         self.datagrams_received = 0
         self.send_drops = 0
+        self.gso = USE_GSO  # UDP_SEGMENT until the kernel refuses it
+        self.gso_sends = 0  # sendmsg/sendto calls made while sending with GSO
+        self.batches_received = 0
+        self.rx_coalesce = RX_COALESCE_S
+        self._paused = False
         self.rcvbuf, self.sndbuf = set_socket_buffers(sock, buffer_size or SOCKET_BUFFER)
         loop.add_reader(sock.fileno(), self._readable)
 
@@ -137,6 +185,7 @@ class UdpSocket:
         batch = []
         append = batch.append
         nbytes = 0
+        drained = False
         try:
             for _ in range(MAX_BATCH):
                 item = recvfrom(RECV_SIZE)
@@ -145,19 +194,36 @@ class UdpSocket:
                 if nbytes >= MAX_BATCH_BYTES:
                     break
         except (BlockingIOError, InterruptedError):
-            pass
+            drained = True
         except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error on a connected socket
             if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EMSGSIZE):
                 log.debug("recvfrom: %s", exc)
         if batch:
             self.datagrams_received += len(batch)
+            self.batches_received += 1
+            if drained and self.rx_coalesce > 0 and not self._paused:
+                # Let the next datagrams gather in the socket buffer instead of waking up for
+                # each one: a paced flow arrives a datagram at a time, and every wake-up costs
+                # a loop iteration, an event dispatch and a reply check.
+                self._paused = True
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.call_later(self.rx_coalesce, self._resume)
             self._on_datagrams(batch)
+
+    def _resume(self) -> None:
+        self._paused = False
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._readable)
+            self._readable()
 
     def send(self, datagrams: list[tuple[bytes, Any]]) -> None:
         if self.closed:
             return
         if self._queue:
             self._queue.extend(datagrams)
+            return
+        if self.gso and len(datagrams) > 1:
+            self._send_gso(datagrams)
             return
         sendto = self.sock.sendto
         sent = 0
@@ -176,6 +242,35 @@ class UdpSocket:
             log.debug("sendto: %s", exc)
         self.bytes_sent += nbytes
         self.datagrams_sent += sent
+
+    def _send_gso(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """One sendmsg per run of equal-size datagrams (UDP_SEGMENT: the kernel splits it)."""
+        sendmsg = self.sock.sendmsg
+        for start, stop, size in gso_runs(datagrams):
+            addr = datagrams[start][1]
+            try:
+                if stop - start == 1:
+                    self.sock.sendto(datagrams[start][0], addr)
+                else:
+                    bufs = [d for d, _ in datagrams[start:stop]]
+                    sendmsg(bufs, [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))], 0, addr)
+            except (BlockingIOError, InterruptedError):
+                self._queue.extend(datagrams[start:])
+                self._start_writing()
+                return
+            except OSError as exc:
+                if exc.errno in GSO_UNSUPPORTED and stop - start > 1:
+                    log.debug("UDP GSO unavailable (%s): plain sends from now on", exc)
+                    self.gso = False
+                    self.send(datagrams[start:])
+                    return
+                self.send_drops += len(datagrams) - start
+                log.debug("sendmsg: %s", exc)
+                return
+            for i in range(start, stop):
+                self.bytes_sent += len(datagrams[i][0])
+            self.datagrams_sent += stop - start
+            self.gso_sends += 1
 
     def _start_writing(self) -> None:
         if not self._writing:
