@@ -17,7 +17,11 @@ leaves the model alone.
 Once the pipe is full, cwnd also gets the ack-aggregation allowance (`extra_acked`, as Linux since 4.19):
 aioquic's receiver delays ACKs by up to 1 ms and a Python peer acks in bursts as it gets
 scheduled, so on short paths 2 x BDP from the min RTT alone would starve the sender.
-Delivery rate: draft-cheng-iccrg-delivery-rate-estimation. aioquic's `QuicSentPacket` is a
+Delivery rate: draft-cheng-iccrg-delivery-rate-estimation, one sample per ACK frame (as Linux
+per ACK): aioquic reports acked packets one by one, which only updates counters; the model
+(rate sample, round trips, state, cwnd, pacing rate) is updated once when the frame ends
+(before the RTT sample, a loss, the next send, or after the recovery's `on_ack_received`).
+aioquic's `QuicSentPacket` is a
 plain dataclass, so each packet carries its (delivered, delivered_time, first_sent_time,
 app_limited) as an extra attribute `bbr_rs` set at send time. aioquic has no app-limited
 signal; the pacer infers one: a send slot granted with cwnd room that no packet used means
@@ -138,6 +142,8 @@ class BbrCongestionControl(QuicCongestionControl):
         self._delivered_time = 0.0
         self._first_sent_time = 0.0
         self._prior_delivered = 0  # delivered-at-send of the newest packet acked so far
+        self._acked_bytes = 0  # acked since the last _flush_acks...
+        self._acked_packet: QuicSentPacket | None = None  # ...and the newest packet among them
         self._app_limited_until = 0  # delivered count that ends the app-limited phase (0: not)
         # round trips
         self._round_count = 0
@@ -178,6 +184,8 @@ class BbrCongestionControl(QuicCongestionControl):
     # -- aioquic hooks ----------------------------------------------------------------------
 
     def on_packet_sent(self, *, packet: QuicSentPacket) -> None:
+        if self._acked_packet is not None:
+            self._flush_acks()
         if self.bytes_in_flight == 0:
             # Starting from idle: the flight (and its ack-rate interval) begins now.
             self._first_sent_time = self._delivered_time = packet.sent_time
@@ -190,10 +198,25 @@ class BbrCongestionControl(QuicCongestionControl):
         self.bytes_in_flight += packet.sent_bytes
 
     def on_packet_acked(self, *, now: float, packet: QuicSentPacket) -> None:
+        # Per packet only the counters; the model is updated once per ACK frame (`_flush_acks`),
+        # as Linux does per ACK: aioquic calls this for every packet an ACK covers, in packet
+        # number order, so the last one is the most recently sent (the rate sample's packet).
         size = packet.sent_bytes
         self.bytes_in_flight -= size
         self._delivered += size
         self._delivered_time = now
+        self._acked_bytes += size
+        self._acked_packet = packet
+
+    def _flush_acks(self) -> None:
+        """Update the model with the packets acked since the last call (one ACK frame)."""
+        packet = self._acked_packet
+        if packet is None:
+            return
+        self._acked_packet = None
+        acked = self._acked_bytes
+        self._acked_bytes = 0
+        now = self._delivered_time
         p_delivered, p_delivered_time, p_first_sent, app_limited = packet.bbr_rs
         if self._app_limited_until and self._delivered > self._app_limited_until:
             self._app_limited_until = 0
@@ -217,17 +240,19 @@ class BbrCongestionControl(QuicCongestionControl):
         if interval > 0 and (interval >= self.min_rtt or math.isinf(self.min_rtt)):
             self._update_bw((self._delivered - p_delivered) / interval, app_limited)
 
-        self._update_ack_aggregation(now, size, round_start)
+        self._update_ack_aggregation(now, acked, round_start)
         self._update_state(now, round_start, app_limited)
-        self._update_cwnd(size)
+        self._update_cwnd(acked)
         self._update_pacing_rate()
 
     def on_packets_expired(self, *, packets: Iterable[QuicSentPacket]) -> None:
+        self._flush_acks()
         for packet in packets:
             self.bytes_in_flight -= packet.sent_bytes
 
     def on_packets_lost(self, *, now: float, packets: Iterable[QuicSentPacket]) -> None:
         # BBR v1 keeps its model on loss: random loss says nothing about the bottleneck.
+        self._flush_acks()
         for packet in packets:
             self.bytes_in_flight -= packet.sent_bytes
             self.packets_lost += 1
@@ -243,6 +268,7 @@ class BbrCongestionControl(QuicCongestionControl):
         self.congestion_window = MIN_PIPE_PACKETS * self._mds
 
     def on_rtt_measurement(self, *, now: float, rtt: float) -> None:
+        self._flush_acks()
         if rtt <= self.min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW_S:
             self.min_rtt = rtt
             self._min_rtt_stamp = now
@@ -442,11 +468,19 @@ class BbrCongestionControl(QuicCongestionControl):
 
 
 def _install_pacer(recovery: Any) -> None:
-    """Give a recovery whose controller is BBR a pacer that BBR drives."""
+    """Give a recovery whose controller is BBR a pacer that BBR drives, and let BBR see the
+    end of every ACK frame (an ACK without an RTT sample or loss would leave it pending)."""
     cc = getattr(recovery, "_cc", None)
     pacer = getattr(recovery, "_pacer", None)
     if isinstance(cc, BbrCongestionControl) and isinstance(pacer, _recovery.QuicPacketPacer):
         recovery._pacer = BbrPacer(max_datagram_size=pacer._max_datagram_size, cc=cc)
+        on_ack_received = recovery.on_ack_received
+
+        def on_ack_received_then_flush(**kwargs: Any) -> None:
+            on_ack_received(**kwargs)
+            cc._flush_acks()
+
+        recovery.on_ack_received = on_ack_received_then_flush
 
 
 def _wrap_recovery_init() -> None:
