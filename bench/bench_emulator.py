@@ -1,7 +1,8 @@
 """Benchmark of the userspace link emulator; writes bench/results/emulator.md.
 
-Run as root: `python bench/bench_emulator.py` (about two minutes). Measures TCP goodput through
-one link (0 and 20 ms one-way delay), forwarding rate in packets per second (64- and 1514-byte
+Run as root: `python bench/bench_emulator.py` (about three minutes). Measures TCP goodput through
+one link (0 and 20 ms one-way delay), what shaping 100 Mbit/s costs (with and without the
+loop's rounds, side by side), forwarding rate in packets per second (64- and 1514-byte
 frames), the delay error added by the emulator (light and heavy load), and the aggregate TCP
 goodput of 4 and 16 concurrently loaded links with one and two worker processes.
 Targets: >= 900 Mbit/s TCP through one 20 ms link; p99 delay error < 1 ms below saturation.
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from testbed.emulator.control import Emulator  # noqa: E402
+from testbed.emulator.engine import ROUND_S  # noqa: E402
 from testbed.emulator.lab import Lab, LabLink  # noqa: E402
 from testbed.topology.model import LinkParams  # noqa: E402
 
@@ -69,6 +71,38 @@ def bench_tcp(lk: LabLink, workdir: Path, seconds: int, reps: int) -> list[list[
         rows.append([f"TCP goodput, 1 link, {delay:g} ms one-way (RTT {rtt:.1f} ms)",
                      " / ".join(f"{r[0]:.0f}" for r in runs) + " Mbit/s",
                      f"best {best[0]:.0f} Mbit/s, retr {best[1]}, emulator CPU {best[2]:.0f} %"])  # fmt: skip
+    return rows
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def bench_shaping(lk: LabLink, workdir: Path, seconds: int, reps: int) -> list[list[str]]:
+    """What shaping costs: a TCP flow through 100 Mbit/s, 25 ms one-way, with a wake-up per event
+    (round 0, as before rounds) and with the default round, interleaved so both see the same load."""
+    runs: dict[float, list[tuple[float, float, float, float, float]]] = {0.0: [], ROUND_S * 1e6: []}
+    for _ in range(reps):
+        for round_us in runs:
+            params = LinkParams(bw_mbps=100, delay_ms=25)
+            with Emulator([lk.emu_link(params)], seed=1, workdir=workdir, round_us=round_us) as emu:
+                w0, (b0, t0), c0, m0 = emu.wakeups(), machine_busy(), emu.cpu_seconds(), time.monotonic()
+                res = lk.iperf_tcp(seconds=seconds, omit=1)
+                dt = time.monotonic() - m0
+                (b1, t1), frames = machine_busy(), sum(x["forwarded_pkts"] for x in emu.stats())
+                busy = (b1 - b0) / (t1 - t0) * 100 * (os.cpu_count() or 1)
+                runs[round_us].append((res["mbps"], (emu.cpu_seconds() - c0) / dt * 100,
+                                       (emu.wakeups() - w0) / dt, frames / dt, busy))  # fmt: skip
+    rows = []
+    for round_us, rs in runs.items():
+        med = [statistics.median(r[i] for r in rs) for i in range(5)]
+        rows.append([f"shaping cost: TCP through 100 Mbit/s, 25 ms one-way, round {round_us:g} µs",
+                     f"emulator CPU {' / '.join(f'{r[1]:.0f}' for r in rs)} % of a core",
+                     f"median: {med[0]:.1f} Mbit/s, {med[2] / 1e3:.1f} k wake-ups/s "
+                     f"for {med[3] / 1e3:.1f} k frames/s, "
+                     f"whole machine {med[4]:.0f} % busy of {100 * (os.cpu_count() or 1)} %"])  # fmt: skip
     return rows
 
 
@@ -173,7 +207,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--only", choices=["tcp", "pps", "latency", "aggregate"])
+    ap.add_argument("--only", choices=["tcp", "shaping", "pps", "latency", "aggregate"])
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_emulator: needs root (namespaces, veths)", file=sys.stderr)
@@ -187,6 +221,8 @@ def main() -> int:
             lk = lab.links[0]
             if args.only in (None, "tcp"):
                 rows += bench_tcp(lk, work, args.seconds, args.reps)
+            if args.only in (None, "shaping"):
+                rows += bench_shaping(lk, work, args.seconds, args.reps)
             if args.only in (None, "pps"):
                 rows += bench_pps(lk, work, 3)
             if args.only in (None, "latency"):

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import TestbedError
 from ..topology.model import DEFAULT_MTU, LinkParams
-from .engine import NODE_SIDE_ETHTOOL, node_side_ethtool_argv, prepare_interfaces
+from .engine import NODE_SIDE_ETHTOOL, ROUND_S, node_side_ethtool_argv, prepare_interfaces
 from .model import validate_params
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
 # The highest per-link rate the emulator honours: one Python process forwards ~1 Gbit/s of
 # MTU-sized frames (bench/results/emulator.md); the builder refuses or scales rates above it.
 MAX_RATE_MBPS: float = 1000.0
+# the longest round allowed: frames may leave this late while the emulator is busy
+MAX_ROUND_US = 2000.0
 READY_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 5.0
 # stop: time for the processes to exit after `shutdown` (they close all sockets in parallel,
@@ -73,6 +75,15 @@ def direction_seed(seed: int, link_id: int, direction: str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
+def _round_from_env() -> float:
+    raw = os.environ["TESTBED_EMU_ROUND_US"]
+    try:
+        return float(raw)
+    except ValueError:
+        raise TestbedError(f"TESTBED_EMU_ROUND_US: a number of microseconds is allowed, got {raw!r}") \
+            from None
+
+
 def _default_workers(n_links: int) -> int:
     return max(1, min(n_links, os.cpu_count() or 1, 2)) if n_links > 2 else 1
 
@@ -81,7 +92,7 @@ class _Worker:
     """One emulator process and its control socket."""
 
     def __init__(self, index: int, links: list[EmuLink], seed: int, workdir: Path, owner_pid: int,
-                 priority: str):  # fmt: skip
+                 priority: str, round_us: float | None = None):  # fmt: skip
         self.index = index
         self.links = links
         self.workdir = workdir
@@ -94,6 +105,7 @@ class _Worker:
         config = {
             "owner_pid": owner_pid,
             "priority": priority,
+            **({"round_us": round_us} if round_us is not None else {}),
             "links": [
                 {
                     "link_id": lk.link_id,
@@ -220,9 +232,12 @@ class Emulator:
         owner_pid: int | None = None,
         workers: int | None = None,
         priority: str = "fifo",
+        round_us: float | None = None,
     ):
         """`workers`: processes to spread the links over (default: 1 for up to 2 links, else
-        one per core, at most 2); `priority`: "fifo" (real-time, default), "nice" or "normal"."""
+        one per core, at most 2); `priority`: "fifo" (real-time, default), "nice" or "normal";
+        `round_us`: the busy loop's round (engine.ROUND_S, or $TESTBED_EMU_ROUND_US): frames leave
+        at most this late while the emulator is busy, 0 for a wake-up per frame."""
         if not links:
             raise TestbedError("emulator: no links to emulate")
         ids = [lk.link_id for lk in links]
@@ -249,6 +264,11 @@ class Emulator:
         if priority not in ("fifo", "nice", "normal"):
             raise TestbedError(f"emulator: priority must be fifo, nice or normal, got {priority!r}")
         self.priority = priority
+        if round_us is None and os.environ.get("TESTBED_EMU_ROUND_US"):
+            round_us = _round_from_env()
+        if round_us is not None and not 0 <= round_us <= MAX_ROUND_US:
+            raise TestbedError(f"emulator: round_us must be within 0..{MAX_ROUND_US:g}, got {round_us}")
+        self.round_us = ROUND_S * 1e6 if round_us is None else float(round_us)
         self._workers: list[_Worker] = []
         self._where: dict[int, _Worker] = {}
         self._stopped = False
@@ -259,7 +279,7 @@ class Emulator:
         groups = [self.links[i :: self.n_workers] for i in range(self.n_workers)]
         try:
             for i, group in enumerate(groups):
-                w = _Worker(i, group, self.seed, self.workdir, self.owner_pid, self.priority)
+                w = _Worker(i, group, self.seed, self.workdir, self.owner_pid, self.priority, self.round_us)
                 self._workers.append(w)
                 for lk in group:
                     self._where[lk.link_id] = w
@@ -304,6 +324,10 @@ class Emulator:
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers if w.proc is not None and w.proc.poll() is None]
+
+    def wakeups(self) -> int:
+        """Rounds of the forwarding loops so far (each costs CPU, whatever it handles)."""
+        return sum(int(w.request({"op": "stats"}).get("wakeups", 0)) for w in self._workers)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used by the emulator processes so far."""

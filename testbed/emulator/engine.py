@@ -48,7 +48,8 @@ PACKET_VERSION = 10
 TPACKET_V2 = 1
 TP_STATUS_USER = 1
 TP_STATUS_CSUMNOTREADY = 8
-TP2_HDR = struct.Struct("<IIIHH")  # tpacket2_hdr: status, len, snaplen, mac offset, net offset
+# tpacket2_hdr: status, len, snaplen, mac offset, net offset, receive time (CLOCK_REALTIME s, ns)
+TP2_HDR = struct.Struct("<IIIHHII")
 # EtherType bytes of untagged IP frames, the frames the loss model applies to (is_ip_frame
 # decides the rest: VLAN-tagged and short frames)
 IP_ETHERTYPES = frozenset(t.to_bytes(2, "big") for t in (ETH_IPV4, ETH_IPV6))
@@ -82,6 +83,15 @@ SEND_BATCH = 256
 # than that polls select() with timeout 0 until due: a busy-wait of at most ~40 µs per deadline.
 WAKE_EARLY_S = 60e-6
 SEND_EARLY_S = 20e-6
+# Rounds (config "round_us"): every wake-up of the loop costs ~40 µs of CPU (select, the loop,
+# the flush) whatever it does, so a busy emulator must not wake per frame (100 Mbit/s of TCP:
+# ~11 kframes/s, 3 wake-ups per frame, 75 % of a core). While busy (the last wake-up was less
+# than two rounds ago) the loop wakes at most once per round: a frame leaves in the first round
+# at or after its due time (so at most a round late, never more than WAKE_EARLY_S early), and
+# arrivals wait unread until the next round -- stamped with the kernel's receive time, so the
+# model still sees their true arrival times; they wait at most half the smallest propagation
+# delay of the process's links (not at all on 0 ms links). An idle link keeps exact timing.
+ROUND_S = 250e-6
 IDLE_TIMEOUT_S = 0.5
 CLOSE_THREADS = 64  # sockets closed at once when the process stops (see Engine.close)
 OPEN_THREADS = 32  # links set up at once when it starts (see Engine.open)
@@ -343,6 +353,11 @@ class Engine:
         self.seq = itertools.count()
         self.stopping = False
         self.active: set[_Direction] = set()  # directions with frames in flight
+        round_us = config.get("round_us")
+        self.round = ROUND_S if round_us is None else float(round_us) * 1e-6
+        self.sent = False  # the last _send_due sent frames
+        self.wakeups = 0  # loop rounds: each costs ~40 µs, whatever it does
+        self.hold = 0.0  # how long after a wake-up arrivals may wait unread (see ROUND_S)
 
     # -- setup -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -371,6 +386,7 @@ class Engine:
                 self.by_fd[d.in_sock.fileno()] = d
         if errors:
             raise errors[0]
+        self._update_hold()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control_path)
         self.ctl = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -486,14 +502,25 @@ class Engine:
             if req.get("reset"):
                 for d in self.dirs.values():
                     d.reset_stats()
-            return {"ok": True, "stats": out, "cpu_s": sum(os.times()[:2])}
+            return {"ok": True, "stats": out, "cpu_s": sum(os.times()[:2]), "wakeups": self.wakeups}
         if op == "shutdown":
             self.stopping = True
             return {"ok": True, "cpu_s": sum(os.times()[:2])}
         raise ValueError(f"unknown op {op!r}")
 
+    def _update_hold(self) -> None:
+        """Arrivals may wait unread for at most half the shortest propagation delay (less three
+        jitter deviations) of this process's links, and a round; not at all without receive
+        rings (no kernel receive stamps: the read time is the arrival time)."""
+        leads = [d.model.params.delay_ms - 3 * d.model.params.jitter_ms for d in self.dirs.values()]
+        if not leads or any(d.ring is None for d in self.dirs.values()):
+            self.hold = 0.0
+            return
+        self.hold = max(0.0, min(self.round, min(leads) / 2e3))
+
     def _set_params(self, d: _Direction, params: LinkParams) -> None:
         d.model.update(params)
+        self._update_hold()
         if params.reorder and d.queue:  # from FIFO to heap: move what waits
             for t, frame in d.queue:
                 heapq.heappush(d.heap, (t, next(self.seq), frame))
@@ -556,6 +583,7 @@ class Engine:
         max_frame = d.max_frame
         use_heap = d.use_heap
         append = d.queue.append
+        offset = time.time() - now  # CLOCK_REALTIME - CLOCK_MONOTONIC: converts receive stamps
         n = 0
         while n < READ_BATCH:
             off = i * size_
@@ -563,7 +591,10 @@ class Engine:
             if not status & TP_STATUS_USER:
                 break
             n += 1
-            _status, length, snaplen, mac, _net = unpack(mm, off)
+            _status, length, snaplen, mac, _net, sec, nsec = unpack(mm, off)
+            arrival = sec + nsec * 1e-9 - offset
+            if arrival > now:  # never after the read (a clock step): the read time is an upper bound
+                arrival = now
             start = off + mac
             frame = mm[start : start + snaplen]
             mm[off : off + 4] = RELEASE
@@ -579,7 +610,7 @@ class Engine:
                 if d.oversize == 1:
                     _warn(d, f"frame of {length} bytes above the MTU dropped (node side needs `tso off`)")
                 continue
-            t = offer(length, now, lossy and (frame[12:14] in ip_types or is_ip_frame(frame)))
+            t = offer(length, arrival, lossy and (frame[12:14] in ip_types or is_ip_frame(frame)))
             if t is None:
                 continue
             if use_heap:
@@ -589,14 +620,17 @@ class Engine:
         ring.index = i
         return n
 
-    def _send_due(self, now: float) -> float | None:
-        """Send every frame due by now (+ SEND_EARLY_S); return the next delivery time."""
-        limit = now + SEND_EARLY_S
+    def _send_due(self, now: float, busy: bool = False) -> float | None:
+        """Send every frame due by now (+ SEND_EARLY_S, or WAKE_EARLY_S when `busy`: no busy-wait
+        for the last microseconds then); return the next delivery time."""
+        limit = now + (WAKE_EARLY_S if busy else SEND_EARLY_S)
         nxt = None
         idle = []
+        self.sent = False
         for d in self.active:
             q = d.heap or d.queue
             if q and q[0][0] <= limit:
+                self.sent = True
                 if d.heap:
                     self._send_heap(d, now, limit)
                 elif d.tx is not None:
@@ -730,6 +764,7 @@ class Engine:
         rlist = [s.fileno() for s in self.socks] + [self.ctl.fileno()]
         if self.owner_fd is not None:
             rlist.append(self.owner_fd)
+        quiet = [self.ctl.fileno()] + ([self.owner_fd] if self.owner_fd is not None else [])
         owner = self.config.get("owner_pid")
         by_fd = self.by_fd
         ctl_fd = self.ctl.fileno()
@@ -737,26 +772,45 @@ class Engine:
         sel = select.select
         last_owner_check = monotonic()
         nxt: float | None = None
+        woke = last_work = -1.0
+        busy = False  # frames were handled in this round and in one less than 2 rounds before
+        rnd = self.round
         while not self.stopping:
+            now = monotonic()
             if nxt is None:
-                timeout = IDLE_TIMEOUT_S
+                wake_at = now + IDLE_TIMEOUT_S
             else:
-                timeout = nxt - WAKE_EARLY_S - monotonic()
-                if timeout < 0.0:
-                    timeout = 0.0
-            ready = sel(rlist, (), (), timeout)[0]
+                wake_at = nxt - WAKE_EARLY_S
+                if busy and wake_at < woke + rnd:
+                    wake_at = woke + rnd
+            held = woke + self.hold  # arrivals do not wake the loop before this
+            if nxt is not None and now < held and now < wake_at:  # deaf to arrivals, then read them
+                ready = sel(quiet, (), (), min(held, wake_at) - now)[0]  # control and owner only
+                if not ready:
+                    ready = sel(rlist, (), (), max(0.0, wake_at - monotonic()))[0]
+            else:
+                ready = sel(rlist, (), (), max(0.0, wake_at - now))[0]
+            woke = monotonic()
+            self.wakeups += 1
+            got = False
             if ready:
                 now = monotonic()
                 for fd in ready:
                     d = by_fd.get(fd)
                     if d is not None:
                         self._read(d, now)
+                        got = True
                     elif fd == ctl_fd:
                         self._handle_control()
                     else:  # the owner's pidfd: the owner exited
                         return
             now = monotonic()
-            nxt = self._send_due(now)
+            nxt = self._send_due(now, busy)
+            if got or self.sent:
+                busy = woke - last_work < 2 * rnd
+                last_work = woke
+            else:  # a wake-up before a deadline, or control only: keep exact timing
+                busy = False
             if owner and self.owner_fd is None and now - last_owner_check > 1.0:
                 last_owner_check = now
                 if not _alive(owner):

@@ -126,7 +126,10 @@ class UserspaceBackend(LinkBackend):
         return self.emulator.cpu_seconds() if self.emulator else None
 
     def extra_applied(self) -> dict[str, Any]:
-        return {"rate_scale": self.rate_scale, "max_rate_mbps": MAX_RATE_MBPS, "loss_applies_to": LOSS_SCOPE}
+        out = {"rate_scale": self.rate_scale, "max_rate_mbps": MAX_RATE_MBPS, "loss_applies_to": LOSS_SCOPE}
+        if self.emulator is not None:  # frames leave up to one round late while it is busy
+            out["emulator_round_us"] = self.emulator.round_us
+        return out
 
     def stop(self) -> None:
         if self.emulator is not None:
