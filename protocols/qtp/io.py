@@ -39,8 +39,11 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.recovery import QuicPacketPacer
 
+from . import fastpath
 from . import messages as m
 from .messages import FrameDecoder, FrameHandler, ProtocolViolation, QtpError
+
+fastpath.install()  # bulk stream packets built without aioquic's generic per-packet checks
 
 log = logging.getLogger("qtp")
 

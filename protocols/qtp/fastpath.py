@@ -1,0 +1,214 @@
+"""Bulk-transfer fast path through aioquic 1.7.2's packet building (a monkeypatch).
+
+Why: a qtp sender spends most of its CPU in `QuicConnection._write_application`, which for
+every packet re-checks a dozen kinds of pending control frames and goes through the generic
+`QuicPacketBuilder` (start_packet, start_frame, _end_packet) and four layers of Python crypto
+wrappers. In a bulk transfer almost every packet is the same thing: one STREAM frame of one
+stream filling a short-header packet.
+
+What: `install()` wraps `_write_application`. When nothing but stream data of a single stream
+can be pending (handshake done, path validated, no control frame, PING, probe, CRYPTO data or
+DATAGRAM waiting, no qlog), the first packet of the call and any packet that must carry an ACK
+are built by aioquic's own code (the first only if a flow-control update is due), and the others
+by `_stream_packet`: the STREAM frame, header,
+AEAD and header protection written in one place, with the builder's bookkeeping (packet list,
+datagrams, flight bytes, packet number) and the stream's delivery handler exactly as aioquic
+does it. Anything else falls back to the original method. The fast path is only installed for
+the aioquic version it was written against (`AIOQUIC_VERSION`). QTP_FASTPATH=0 disables it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import aioquic
+from aioquic import tls
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import PACKET_FIXED_BIT, QuicPacketType
+from aioquic.quic.packet_builder import QuicSentPacket
+
+AIOQUIC_VERSION = "1.7.2"
+ENABLED = os.environ.get("QTP_FASTPATH", "1") != "0"
+
+ONE_RTT = tls.Epoch.ONE_RTT
+PT_ONE_RTT = QuicPacketType.ONE_RTT
+STREAM_LEN = 0x08 | 0x02  # STREAM frame with a length field (+4: offset, +1: FIN)
+TAG_SIZE = 16
+PN_SIZE = 2  # aioquic's PACKET_NUMBER_SEND_SIZE
+
+_original_write_application = QuicConnection._write_application
+stats = {"fast": 0, "generic": 0}  # packets built by each path in this process (for tests)
+
+
+def _varint(value: int) -> bytes:
+    if value <= 0x3F:
+        return bytes((value,))
+    if value <= 0x3FFF:
+        return (value | 0x4000).to_bytes(2, "big")
+    if value <= 0x3FFFFFFF:
+        return (value | 0x80000000).to_bytes(4, "big")
+    return (value | 0xC000000000000000).to_bytes(8, "big")
+
+
+def _bulk_stream(conn: Any, network_path: Any, builder: Any) -> Any:
+    """The one stream to send from, if only stream data can be pending; else None."""
+    if (
+        conn._quic_logger is not None
+        or not conn._handshake_complete
+        or not network_path.is_validated
+        or conn._handshake_done_pending
+        or conn._retire_connection_ids
+        or conn._streams_blocked_pending
+        or conn._ping_pending
+        or conn._probe_pending
+        or conn._datagrams_pending
+        or builder._packet is not None
+        or builder._buffer.tell()
+        or builder.max_total_bytes is not None
+        or len(conn._streams_queue) != 1
+        or not conn._cryptos[ONE_RTT].send.is_valid()
+        or not conn._crypto_streams[ONE_RTT].sender.buffer_is_empty
+    ):
+        return None
+    if not all(c.was_sent for c in conn._host_cids):
+        return None
+    stream = conn._streams_queue[0]
+    if stream.is_finished or stream.receiver.stop_pending or stream.sender.reset_pending:
+        return None
+    return stream
+
+
+def _limits_idle(conn: Any) -> bool:
+    """True when aioquic's _write_connection_limits/_write_stream_limits would write nothing."""
+    max_data = conn._local_max_data
+    if max_data.used * 2 > max_data.value or max_data.value != max_data.sent:
+        return False
+    for limit in (conn._local_max_streams_bidi, conn._local_max_streams_uni):
+        if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+            return False
+    for s in conn._streams.values():
+        local = s.max_stream_data_local
+        if (local and s.receiver.highest_offset * 2 > local) or s.max_stream_data_local_sent != local:
+            return False
+    return True
+
+
+def _write_application(self: Any, builder: Any, network_path: Any, now: float) -> None:
+    stream = _bulk_stream(self, network_path, builder)
+    if stream is None:
+        return _original_write_application(self, builder, network_path, now)
+    crypto = self._cryptos[ONE_RTT]
+    space = self._spaces[ONE_RTT]
+    pacer = self._loss._pacer
+    sender = stream.sender
+    first = not _limits_idle(self)  # flow-control updates due: the first packet carries them
+    while True:
+        ack_at = space.ack_at
+        if ack_at is None or ack_at >= now:
+            self._pacing_at = pacer.next_send_time(now=now)
+            if self._pacing_at is not None:
+                break
+        if stream.is_blocked or sender.buffer_is_empty:
+            sendable = False
+        else:
+            sendable = True
+            max_offset = min(
+                sender.highest_offset + self._remote_max_data - self._remote_max_data_used,
+                stream.max_stream_data_remote,
+            )
+        if first or (ack_at is not None and ack_at <= now):
+            # aioquic's own code: the ACK, flow-control updates and (maybe) data
+            builder.start_packet(PT_ONE_RTT, crypto)
+            if ack_at is not None and ack_at <= now:
+                self._write_ack_frame(builder=builder, space=space, now=now)
+            if first:
+                self._write_connection_limits(builder=builder, space=space)
+                for s in self._streams.values():
+                    self._write_stream_limits(builder=builder, space=space, stream=s)
+            first = False
+            if sendable:
+                self._remote_max_data_used += self._write_stream_frame(
+                    builder=builder, space=space, stream=stream, max_offset=max_offset
+                )
+            if builder.packet_is_empty:
+                break
+            stats["generic"] += 1
+        else:
+            if not sendable:
+                break
+            if builder._packet is not None:
+                builder._end_packet()
+            used = _stream_packet(self, builder, crypto, stream, max_offset)
+            if used < 0:
+                break
+            self._remote_max_data_used += used
+            stats["fast"] += 1
+        pacer.update_after_send(now=now)
+    return None
+
+
+def _stream_packet(conn: Any, builder: Any, crypto: Any, stream: Any, max_offset: int) -> int:
+    """Build one short-header packet holding one STREAM frame into `builder` (which holds no
+    open packet); returns the new bytes sent on the stream, or -1 if nothing fit/was due."""
+    capacity = builder._buffer_capacity
+    flight = capacity
+    if builder.max_flight_bytes is not None:
+        flight = min(flight, builder.max_flight_bytes - builder._flight_bytes)
+    peer_cid = builder._peer_cid
+    header_size = 1 + len(peer_cid) + PN_SIZE
+    sender = stream.sender
+    next_offset = sender.next_offset
+    stream_id = stream.stream_id
+    overhead = 3 + len(_varint(stream_id)) + (len(_varint(next_offset)) if next_offset else 0)
+    before = sender.highest_offset
+    frame = sender.get_frame(flight - header_size - TAG_SIZE - overhead, max_offset)
+    if frame is None:
+        return -1
+    data = frame.data
+    offset = frame.offset
+    ftype = STREAM_LEN | (4 if offset else 0) | (1 if frame.fin else 0)
+    payload = b"".join(
+        (
+            bytes((ftype,)),
+            _varint(stream_id),
+            _varint(offset) if offset else b"",
+            (len(data) | 0x4000).to_bytes(2, "big"),
+            data,
+        )
+    )
+    pn = builder._packet_number
+    header = (
+        bytes((PACKET_FIXED_BIT | (builder._spin_bit << 5) | (crypto.key_phase << 2) | (PN_SIZE - 1),))
+        + peer_cid
+        + (pn & 0xFFFF).to_bytes(2, "big")
+    )
+    datagram = crypto.encrypt_packet(header, payload, pn)
+    packet = QuicSentPacket(
+        epoch=ONE_RTT,
+        in_flight=True,
+        is_ack_eliciting=True,
+        is_crypto_packet=False,
+        packet_number=pn,
+        packet_type=PT_ONE_RTT,
+    )
+    packet.sent_bytes = size = len(datagram)
+    packet.delivery_handlers.append((sender.on_data_delivery, (offset, offset + len(data), frame.fin)))
+    builder._packets.append(packet)
+    builder._datagrams.append(datagram)
+    builder._flight_bytes += size
+    builder._total_bytes += size
+    builder._packet_number = pn + 1
+    return sender.highest_offset - before
+
+
+def install() -> bool:
+    """Patch aioquic (once); False if disabled or aioquic is not the version this fits."""
+    if not ENABLED or aioquic.__version__ != AIOQUIC_VERSION:
+        return False
+    QuicConnection._write_application = _write_application  # type: ignore[method-assign]
+    return True
+
+
+def uninstall() -> None:
+    QuicConnection._write_application = _original_write_application  # type: ignore[method-assign]
