@@ -396,6 +396,9 @@ class Engine:
         with contextlib.suppress(OSError):  # finer select() wake-ups: timer slack 1 µs
             ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
         _set_priority(self.config.get("priority", "fifo"))
+        if self.config.get("cpu") is not None:  # see control.choose_cpus
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, {int(self.config["cpu"])})
 
     def _open_link(self, link: dict) -> tuple[list[socket.socket], list[_Direction]]:
         """Interfaces, sockets and rings of one link (run in a thread; see Engine.open)."""

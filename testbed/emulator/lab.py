@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..topology.model import LinkParams
-from .control import EmuLink, child_env
+from .control import Emulator, EmuLink, child_env, rps_mask
 from .engine import NODE_SIDE_ETHTOOL
 
 SINK_MAC = "02:00:00:00:00:01"  # locally administered, owned by no lab interface
@@ -193,6 +193,16 @@ class Lab:
 
     def names(self) -> list[str]:
         return [name for _kind, name in self.created]
+
+
+def steer(emu: Emulator, *links: LabLink) -> None:
+    """Steer the lab nodes' receive processing off the CPU of the emulator worker that serves
+    their link, as the network builder does (control.choose_cpus); "0" turns steering off."""
+    for lk in links:
+        mask = rps_mask(emu.cpu_of(lk.index)) or "0"
+        for ns in (lk.ns_x, lk.ns_y):
+            sh("ip", "netns", "exec", ns, "sh", "-c",
+               f"echo {mask} > /sys/class/net/eth0/queues/rx-0/rps_cpus")
 
 
 def _mac(ns: str) -> str:

@@ -69,7 +69,7 @@ def test_shell_runs_piped_commands_and_leaves_nothing(tmp_path):
     assert times and all(t >= 19.4 for t in times), times  # 2 x 10 ms, the --set value
     netid = out.stderr.split("netid ")[1].split()[0]
     assert nothing_left(netid)
-    assert set(os.listdir(STATE_DIR)) - before == set()
+    assert f"{netid}.json" not in set(os.listdir(STATE_DIR)) - before  # others may run networks meanwhile
 
 
 def test_shell_pair_builtin():
