@@ -784,8 +784,8 @@ class Engine:
                 wake_at = now + IDLE_TIMEOUT_S
             else:
                 wake_at = nxt - WAKE_EARLY_S
-                if busy and wake_at < woke + rnd:
-                    wake_at = woke + rnd
+                if busy and now < nxt and wake_at < woke + rnd:  # overdue frames (a send budget
+                    wake_at = woke + rnd  # ran out) go at once: waiting would not batch more
             held = woke + self.hold  # arrivals do not wake the loop before this
             if nxt is not None and now < held and now < wake_at:  # deaf to arrivals, then read them
                 ready = sel(quiet, (), (), min(held, wake_at) - now)[0]  # control and owner only
