@@ -15,6 +15,12 @@ AEAD and header protection written in one place, with the builder's bookkeeping 
 datagrams, flight bytes, packet number) and the stream's delivery handler exactly as aioquic
 does it. Anything else falls back to the original method. The fast path is only installed for
 the aioquic version it was written against (`AIOQUIC_VERSION`). QTP_FASTPATH=0 disables it.
+
+On the receiving side `receive_datagram` is wrapped the same way: a 1-RTT packet for the
+connection's own connection ID from its validated primary path, on a connected connection,
+goes through `_receive_short` (header protection and AEAD by aioquic's crypto, frames by
+aioquic's `_payload_received`, then the packet-space bookkeeping of aioquic's loop); anything
+else (long headers, other CIDs or addresses, undecryptable packets) through aioquic's method.
 """
 
 from __future__ import annotations
@@ -24,9 +30,17 @@ from typing import Any
 
 import aioquic
 from aioquic import tls
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import PACKET_FIXED_BIT, QuicPacketType
+from aioquic.quic.connection import (
+    END_STATES,
+    QuicConnection,
+    QuicConnectionError,
+    QuicConnectionState,
+    QuicReceiveContext,
+)
+from aioquic.quic.crypto import CryptoError, KeyUnavailableError
+from aioquic.quic.packet import PACKET_FIXED_BIT, QuicErrorCode, QuicFrameType, QuicPacketType
 from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.recovery import MAX_ACK_RANGES
 
 AIOQUIC_VERSION = "1.7.2"
 ENABLED = os.environ.get("QTP_FASTPATH", "1") != "0"
@@ -37,8 +51,13 @@ STREAM_LEN = 0x08 | 0x02  # STREAM frame with a length field (+4: offset, +1: FI
 TAG_SIZE = 16
 PN_SIZE = 2  # aioquic's PACKET_NUMBER_SEND_SIZE
 
+ZERO_RTT = tls.Epoch.ZERO_RTT
+CONNECTED = QuicConnectionState.CONNECTED
+
 _original_write_application = QuicConnection._write_application
-stats = {"fast": 0, "generic": 0}  # packets built by each path in this process (for tests)
+_original_receive_datagram = QuicConnection.receive_datagram
+# packets built by each path, short-header datagrams received fast, in this process (tests)
+stats = {"fast": 0, "generic": 0, "received_fast": 0}
 
 
 def _varint(value: int) -> bytes:
@@ -202,13 +221,90 @@ def _stream_packet(conn: Any, builder: Any, crypto: Any, stream: Any, max_offset
     return sender.highest_offset - before
 
 
+def _receive_datagram(self: Any, data: bytes, addr: Any, now: float) -> None:
+    if not _receive_short(self, data, addr, now):
+        _original_receive_datagram(self, data, addr, now)
+
+
+def _receive_short(conn: Any, data: bytes, addr: Any, now: float) -> bool:
+    """`receive_datagram` for a 1-RTT packet on an established connection's own path and
+    connection ID: aioquic's steps for that case only (no header object, path lookup, epoch
+    dispatch, migration or qlog). Returns False, having changed nothing, when the datagram
+    is anything else, so that aioquic's method handles it."""
+    if (
+        not data
+        or data[0] & 0xC0 != PACKET_FIXED_BIT
+        or conn._state is not CONNECTED
+        or conn._quic_logger is not None
+        or conn._close_at is None
+    ):
+        return False
+    path = conn._network_paths[0]
+    cid = conn.host_cid
+    n = len(cid)
+    if (
+        path.addr != addr
+        or not path.is_validated
+        or data[1 : 1 + n] != cid
+        or (not conn._is_client and conn._cryptos[ZERO_RTT].recv.is_valid())
+    ):
+        return False
+    crypto = conn._cryptos[ONE_RTT]
+    space = conn._spaces[ONE_RTT]
+    try:
+        plain_header, plain_payload, pn = crypto.decrypt_packet(data, 1 + n, space.expected_packet_number)
+    except (KeyUnavailableError, CryptoError):
+        return False  # aioquic drops it (and logs why)
+    stats["received_fast"] += 1
+    if pn in space.received_packets:
+        return True  # a duplicate (RFC 9000 section 12.3)
+    if plain_header[0] & 0x18:
+        conn.close(
+            error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+            frame_type=QuicFrameType.PADDING,
+            reason_phrase="Reserved bits must be zero",
+        )
+        return True
+    if pn > space.expected_packet_number:
+        space.expected_packet_number = pn + 1
+    if pn > conn._spin_highest_pn:
+        spin = bool(plain_header[0] & 0x20)
+        conn._spin_bit = not spin if conn._is_client else spin
+        conn._spin_highest_pn = pn
+    context = QuicReceiveContext(
+        epoch=ONE_RTT, host_cid=cid, network_path=path, quic_logger_frames=None, time=now, version=None
+    )
+    is_ack_eliciting = False
+    try:
+        is_ack_eliciting, _ = conn._payload_received(context, plain_payload)
+    except QuicConnectionError as exc:
+        conn._logger.warning(exc)
+        conn.close(error_code=exc.error_code, frame_type=exc.frame_type, reason_phrase=exc.reason_phrase)
+    if conn._state in END_STATES or conn._close_pending:
+        return True
+    conn._close_at = now + conn._idle_timeout()
+    conn._ack_eliciting_sent_since_receipt = False
+    if pn > space.largest_received_packet:
+        space.largest_received_packet = pn
+        space.largest_received_time = now
+    space.ack_queue.add(pn)
+    space.received_packets.add(pn)
+    if len(space.ack_queue) > MAX_ACK_RANGES:
+        space.ack_queue.shift()
+    if is_ack_eliciting and space.ack_at is None:
+        space.ack_at = now + conn._ack_delay
+    return True
+
+
 def install() -> bool:
     """Patch aioquic (once); False if disabled or aioquic is not the version this fits."""
     if not ENABLED or aioquic.__version__ != AIOQUIC_VERSION:
         return False
     QuicConnection._write_application = _write_application  # type: ignore[method-assign]
+    QuicConnection.receive_datagram = _receive_datagram  # type: ignore[method-assign]
     return True
 
 
 def uninstall() -> None:
     QuicConnection._write_application = _original_write_application  # type: ignore[method-assign]
+    QuicConnection.receive_datagram = _original_receive_datagram  # type: ignore[method-assign]

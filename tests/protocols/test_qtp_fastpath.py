@@ -101,6 +101,8 @@ def test_bulk_stream_arrives_byte_exact_through_the_fast_path(tmp_path, patched,
     assert got == payload
     # ~2100 packets of data (more with loss), most built fast; the receiver's ACKs are generic
     assert fastpath.stats["fast"] - before["fast"] > 1500
+    # and received by the fast path (all 1-RTT packets: data one way, ACKs the other)
+    assert fastpath.stats["received_fast"] - before["received_fast"] > 1500
 
 
 def test_without_the_patch_the_same_transfer_works(tmp_path):
