@@ -67,6 +67,12 @@ AUTO_MTU_CAP = 9000  # discovered MTUs are used up to jumbo frames
 LOW_WATER = 256 << 10  # a producer is topped up when its unsent bytes fall below this...
 HIGH_WATER = 16 << 20  # ...to about a congestion window, at most this
 
+# Receiver's ACK delay: a fraction of the min RTT within these bounds (aioquic: always 1 ms;
+# the max_ack_delay we announce is aioquic's 25 ms). QTP_ACK_DELAY_MAX_MS overrides the cap.
+ACK_DELAY_MIN_S = 0.001
+ACK_DELAY_MAX_S = float(os.environ.get("QTP_ACK_DELAY_MAX_MS", "4")) / 1000
+ACK_DELAY_RTT_FRACTION = 1 / 8
+
 # UDP generic segmentation offload (Linux >= 4.18): one sendmsg carries a run of equal-size
 # datagrams and the kernel splits it (in software when the device cannot), which saves a
 # syscall and a trip through the socket layer per datagram. QTP_GSO=0 turns it off.
@@ -713,7 +719,16 @@ class Conn:
                 if not more:
                     self._producers.pop(h, None)
 
+    def _tune_ack_delay(self) -> None:
+        """Ack every min RTT / 8 (1..ACK_DELAY_MAX_S) instead of aioquic's every 1 ms: each
+        ACK costs the receiver a packet to build and the sender a Python pass over the acked
+        packets, and on a long path a few per round trip keep the ack clock as well."""
+        rtt = self.quic._loss._rtt_min
+        if rtt != float("inf"):
+            self.quic._ack_delay = min(max(rtt * ACK_DELAY_RTT_FRACTION, ACK_DELAY_MIN_S), ACK_DELAY_MAX_S)
+
     def transmit(self) -> None:
+        self._tune_ack_delay()
         if self._producers and self.close_event is None:
             self._refill()
         now = self.loop.time()

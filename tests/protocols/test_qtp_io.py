@@ -80,3 +80,26 @@ def test_paused_reader_still_receives_everything():
     assert got == dgs and rx.batches_received >= 1
     got, _, _ = _exchange(dgs, coalesce=0.0)
     assert got == dgs
+
+
+def test_ack_delay_follows_the_min_rtt_within_bounds():
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp = io.UdpSocket(loop, s, lambda batch: None, 1 << 16)
+        conn = io.Conn(QuicConnection(configuration=QuicConfiguration(is_client=True)), udp)
+        delays = []
+        for rtt in (float("inf"), 0.0002, 0.016, 0.050, 0.300):
+            conn.quic._loss._rtt_min = rtt
+            conn._tune_ack_delay()
+            delays.append(conn.quic._ack_delay)
+        udp.close()
+        return delays
+
+    d = asyncio.run(main())
+    assert d[0] == 0.001  # no RTT sample yet: aioquic's default
+    assert d[1] == io.ACK_DELAY_MIN_S and d[2] == 0.002
+    assert d[3] == d[4] == io.ACK_DELAY_MAX_S
