@@ -18,8 +18,9 @@ the aioquic version it was written against (`AIOQUIC_VERSION`). QTP_FASTPATH=0 d
 
 On the receiving side `receive_datagram` is wrapped the same way: a 1-RTT packet for the
 connection's own connection ID from its validated primary path, on a connected connection,
-goes through `_receive_short` (header protection and AEAD by aioquic's crypto, frames by
-aioquic's `_payload_received`, then the packet-space bookkeeping of aioquic's loop); anything
+goes through `_receive_short` (header protection and AEAD on aioquic's cipher objects, a
+leading STREAM frame straight to aioquic's `_handle_stream_frame`, other frames through its
+`_payload_received`, then the packet-space bookkeeping of aioquic's loop); anything
 else (long headers, other CIDs or addresses, undecryptable packets) through aioquic's method.
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import aioquic
 from aioquic import tls
+from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic.connection import (
     END_STATES,
     QuicConnection,
@@ -37,16 +39,24 @@ from aioquic.quic.connection import (
     QuicConnectionState,
     QuicReceiveContext,
 )
-from aioquic.quic.crypto import CryptoError, KeyUnavailableError
-from aioquic.quic.packet import PACKET_FIXED_BIT, QuicErrorCode, QuicFrameType, QuicPacketType
+from aioquic.quic.packet import (
+    PACKET_FIXED_BIT,
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    decode_packet_number,
+)
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.quic.recovery import MAX_ACK_RANGES
+from aioquic.quic.stream import StreamFinishedError
+from cryptography.exceptions import InvalidTag
 
 AIOQUIC_VERSION = "1.7.2"
 ENABLED = os.environ.get("QTP_FASTPATH", "1") != "0"
 
 ONE_RTT = tls.Epoch.ONE_RTT
 PT_ONE_RTT = QuicPacketType.ONE_RTT
+STREAM_BASE = 0x08
 STREAM_LEN = 0x08 | 0x02  # STREAM frame with a length field (+4: offset, +1: FIN)
 TAG_SIZE = 16
 PN_SIZE = 2  # aioquic's PACKET_NUMBER_SEND_SIZE
@@ -202,7 +212,7 @@ def _stream_packet(conn: Any, builder: Any, crypto: Any, stream: Any, max_offset
         + peer_cid
         + (pn & 0xFFFF).to_bytes(2, "big")
     )
-    datagram = crypto.encrypt_packet(header, payload, pn)
+    datagram = _seal(crypto, header, payload, pn)
     packet = QuicSentPacket(
         epoch=ONE_RTT,
         in_flight=True,
@@ -219,6 +229,51 @@ def _stream_packet(conn: Any, builder: Any, crypto: Any, stream: Any, max_offset
     builder._total_bytes += size
     builder._packet_number = pn + 1
     return sender.highest_offset - before
+
+
+def _seal(crypto: Any, header: bytes, payload: bytes, pn: int) -> bytes:
+    """`crypto.encrypt_packet` for a short header with a 2-byte packet number: AEAD and
+    header protection straight on aioquic's cipher objects (RFC 9001 section 5.4)."""
+    if crypto._update_key_requested:
+        return crypto.encrypt_packet(header, payload, pn)
+    send = crypto.send
+    aead = send.aead
+    sealed = aead._aead.encrypt((aead._iv ^ pn).to_bytes(12, "big"), payload, header)
+    mask = send.hp._mask(sealed[4 - PN_SIZE : 4 - PN_SIZE + 16])
+    h = bytearray(header)
+    h[0] ^= mask[0] & 0x1F
+    h[-2] ^= mask[1]
+    h[-1] ^= mask[2]
+    return bytes(h) + sealed
+
+
+def _open(crypto: Any, data: bytes, pn_offset: int, expected: int) -> tuple[bytes, bytes, int] | None:
+    """`crypto.decrypt_packet` for a short-header packet in the current key phase: (plain
+    header, payload, packet number), or None (no key, too short, another key phase, bad tag)
+    without any change of state."""
+    recv = crypto.recv
+    aead = recv.aead
+    if aead is None or len(data) < pn_offset + 20:
+        return None
+    mask = recv.hp._mask(data[pn_offset + 4 : pn_offset + 20])
+    first = data[0] ^ (mask[0] & 0x1F)
+    if (first & 4) >> 2 != recv.key_phase:
+        return None
+    pn_len = (first & 3) + 1
+    end = pn_offset + pn_len
+    h = bytearray(data[:end])
+    h[0] = first
+    truncated = 0
+    for i in range(pn_offset, end):
+        h[i] ^= mask[1 + i - pn_offset]
+        truncated = (truncated << 8) | h[i]
+    pn = decode_packet_number(truncated, pn_len * 8, expected)
+    header = bytes(h)
+    try:
+        payload = aead._aead.decrypt((aead._iv ^ pn).to_bytes(12, "big"), data[end:], header)
+    except InvalidTag:
+        return None
+    return header, payload, pn
 
 
 def _receive_datagram(self: Any, data: bytes, addr: Any, now: float) -> None:
@@ -251,10 +306,10 @@ def _receive_short(conn: Any, data: bytes, addr: Any, now: float) -> bool:
         return False
     crypto = conn._cryptos[ONE_RTT]
     space = conn._spaces[ONE_RTT]
-    try:
-        plain_header, plain_payload, pn = crypto.decrypt_packet(data, 1 + n, space.expected_packet_number)
-    except (KeyUnavailableError, CryptoError):
-        return False  # aioquic drops it (and logs why)
+    opened = _open(crypto, data, 1 + n, space.expected_packet_number)
+    if opened is None:
+        return False  # aioquic drops it (and logs why), or it starts a key update
+    plain_header, plain_payload, pn = opened
     stats["received_fast"] += 1
     if pn in space.received_packets:
         return True  # a duplicate (RFC 9000 section 12.3)
@@ -276,7 +331,26 @@ def _receive_short(conn: Any, data: bytes, addr: Any, now: float) -> bool:
     )
     is_ack_eliciting = False
     try:
-        is_ack_eliciting, _ = conn._payload_received(context, plain_payload)
+        if plain_payload[0] & 0xF8 == STREAM_BASE:
+            # a STREAM frame first (a bulk data packet): straight to aioquic's frame handler,
+            # the rest (if any) through its frame loop
+            is_ack_eliciting = True
+            buf = Buffer(data=plain_payload)
+            buf.seek(1)
+            try:
+                conn._handle_stream_frame(context, plain_payload[0], buf)
+            except BufferReadError:
+                raise QuicConnectionError(
+                    error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                    frame_type=plain_payload[0],
+                    reason_phrase="Failed to parse frame",
+                ) from None
+            except StreamFinishedError:
+                pass  # as aioquic: no state for the stream, ignore the frame
+            if not buf.eof():
+                conn._payload_received(context, plain_payload[buf.tell() :])
+        else:
+            is_ack_eliciting, _ = conn._payload_received(context, plain_payload)
     except QuicConnectionError as exc:
         conn._logger.warning(exc)
         conn.close(error_code=exc.error_code, frame_type=exc.frame_type, reason_phrase=exc.reason_phrase)
