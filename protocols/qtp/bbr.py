@@ -72,6 +72,7 @@ INITIAL_WINDOW_PACKETS = 10
 # cannot wake up more often than that without wasting the CPU it needs to build packets).
 PACER_BURST_PACKETS = 16
 PACER_BURST_S = 0.001
+PACER_WAKE_S = 0.002  # a waiting sender wakes up for this much credit (capped by the burst)
 
 STARTUP, DRAIN, PROBE_BW, PROBE_RTT = "startup", "drain", "probe_bw", "probe_rtt"
 
@@ -99,7 +100,11 @@ class BbrPacer(_recovery.QuicPacketPacer):
             # (1 µs slack: a timer firing at the computed time must find enough credit)
             if self.bucket_time + _recovery.K_MICRO_SECOND < self.packet_time:
                 self._grant_with_room = False
-                return now + self.packet_time - self.bucket_time
+                # Wake up when PACER_WAKE_S of credit (at most the burst allowance) has
+                # accrued, not one packet's: each wake-up of a Python sender costs a loop
+                # iteration and a packet-building call, and asyncio sleeps >= 1 ms anyway.
+                quantum = min(self.bucket_max, max(self.packet_time, PACER_WAKE_S))
+                return now + quantum - self.bucket_time
         self._grant_with_room = cc.bytes_in_flight + self._max_datagram_size <= cc.congestion_window
         return None
 

@@ -780,6 +780,8 @@ class Conn:
             "packets_lost": self.tstats.lost,
             "retransmits": self.tstats.lost + self.tstats.pto_resent,
             "max_datagram_size": self.mds,
+            # the controller's model (BBR: state, bottleneck bandwidth, pacing rate...)
+            **(loss._cc.snapshot() if hasattr(loss._cc, "snapshot") else {}),
         }
 
 
