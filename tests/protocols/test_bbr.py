@@ -201,6 +201,42 @@ def test_bbr_updates_its_model_once_per_ack_frame() -> None:
     assert cc.congestion_window == 20 * MDS  # STARTUP: the second frame's bytes added at once
 
 
+def test_bbr_stamps_a_burst_with_paced_departure_times() -> None:
+    """Packets handed over together (one datagrams_to_send) leave one pacing interval apart."""
+    cc = BbrCongestionControl(max_datagram_size=MDS, rng=random.Random(1))
+    cc.pacing_rate = 1e6  # bytes/s: 1.2 ms per packet
+    cc._filled_pipe = True  # (in STARTUP the batch time is kept)
+    pkts = []
+    for pn in range(5):
+        p = QuicSentPacket(epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True, is_crypto_packet=False,
+                           packet_number=pn, packet_type=QuicPacketType.ONE_RTT, sent_time=1.0,
+                           sent_bytes=MDS)
+        cc.on_packet_sent(packet=p)
+        pkts.append(p)
+    assert [round(p.bbr_rs[4], 4) for p in pkts] == [1.0, 1.0012, 1.0024, 1.0036, 1.0048]
+    late = QuicSentPacket(epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True, is_crypto_packet=False,
+                          packet_number=5, packet_type=QuicPacketType.ONE_RTT, sent_time=2.0, sent_bytes=MDS)
+    cc.on_packet_sent(packet=late)
+    assert late.bbr_rs[4] == 2.0  # after a pause: the real send time
+
+
+def test_bbr_pools_a_rounds_rate_samples_on_long_paths() -> None:
+    """In PROBE_BW on a 50 ms path, a round's samples scattered by ack timing average out:
+    the estimate is the pooled rate, not the highest sample."""
+    cc = BbrCongestionControl(max_datagram_size=MDS, rng=random.Random(1))
+    cc._filled_pipe = True
+    cc.min_rtt = 0.05
+    cc._round_count = 1
+    for interval in (0.050, 0.046, 0.054, 0.048, 0.052):  # 1 MB delivered per sample
+        cc._update_bw(1e6, interval, app_limited=False)
+    assert cc.btl_bw == pytest.approx(1e6 / 0.05)
+    cc.min_rtt = 0.001  # a short path: the max
+    cc._round_count = 2
+    for interval in (0.050, 0.046):
+        cc._update_bw(1e6, interval, app_limited=False)
+    assert cc.btl_bw == pytest.approx(1e6 / 0.046)
+
+
 def test_bbr_converges_when_acks_cover_many_packets() -> None:
     """ACK frames of ~2 ms of packets (a Python receiver) still find the bottleneck."""
     res = simulate("bbr", rate_mbps=100, rtt_ms=50, duration_s=8.0, ack_every_ms=2.0, ack_frames=True)
