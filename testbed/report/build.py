@@ -206,6 +206,25 @@ def _fidelity_summary(fc, skipped: str | None = None) -> str:
     return str(fc)
 
 
+def _emulation_details(m: dict) -> str:
+    """How the backend applied the links, from the last network's applied() record: what a
+    reader needs to judge the numbers (rate scaling, loss scope, the emulator's timing)."""
+    nets = m.get("networks") or []
+    applied = (nets[-1].get("applied") if nets and isinstance(nets[-1], dict) else None) or {}
+    parts = []
+    if applied.get("rate_scale", 1.0) != 1.0:
+        parts.append(f"rates scaled by {applied['rate_scale']:g} (recorded per link)")
+    if applied.get("loss_applies_to"):
+        parts.append(f"loss applies to {applied['loss_applies_to']}")
+    if applied.get("emulator_round_us") is not None:
+        parts.append(f"userspace emulator rounds of {applied['emulator_round_us']:g} µs while busy "
+                     "(a frame leaves at most one round after its due time)")  # fmt: skip
+    if applied.get("emulator_cpus"):
+        parts.append(f"emulator pinned to CPU {', '.join(map(str, applied['emulator_cpus']))}, "
+                     "receiving nodes' stacks steered to the others")  # fmt: skip
+    return "; ".join(parts) or "–"
+
+
 def _what_was_run(run: Run, figs: dict[str, Figure]) -> list[Block]:
     m = run.metadata
     git = m.get("git") or {}
@@ -225,6 +244,7 @@ def _what_was_run(run: Run, figs: dict[str, Figure]) -> list[Block]:
             f"{backend.get('name', '–')}" + (f": {backend['reason']}" if backend.get("reason") else ""),
         ),
         ("topology", f"{topo.get('name', '–')}"),
+        ("link emulation", _emulation_details(m)),
         ("machine", ", ".join(f"{k} {v}" for k, v in machine.items()) or "–"),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "–"),
     ]
