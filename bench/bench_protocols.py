@@ -204,7 +204,8 @@ def ratio_line(name: str, num: list[Row], den: list[Row], target: float) -> str:
 
 
 READING = (
-    "Reading: kernel TCP costs 3–40 CPU s/GB, the Python QUIC stacks 100–1200. A Python row "
+    "Reading: kernel TCP costs 4–40 CPU s/GB, the Python QUIC stacks 50–950 (qtp 50–100 where "
+    "it is not loss-limited). A Python row "
     "below the link rate is CPU-bound when goodput (Mbit/s) / 8000 × CPU s/GB approaches the CPU "
     "the two processes could get (under 2 cores, much less at high CPU pressure); a loss-based "
     "row (cubic) at 1–3 % loss is held to a few Mbit/s by the Mathis limit whatever the CPU."
