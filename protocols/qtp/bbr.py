@@ -159,6 +159,7 @@ class BbrCongestionControl(QuicCongestionControl):
         self._delivered_time = 0.0
         self._first_sent_time = 0.0
         self._departure = 0.0  # when the last packet sent leaves at the pacing rate
+        self._seen_rtt = False
         self._prior_delivered = 0  # delivered-at-send of the newest packet acked so far
         self._ack_delay = 0.0  # the ack delay the ACK frame being processed reports
         self._acked_bytes = 0  # acked since the last _flush_acks...
@@ -306,10 +307,16 @@ class BbrCongestionControl(QuicCongestionControl):
         if rtt <= self.min_rtt or now - self._min_rtt_stamp > MIN_RTT_WINDOW_S:
             self.min_rtt = rtt
             self._min_rtt_stamp = now
-        if self.pacing_rate == 0.0 and self.btl_bw == 0.0:
-            # Before any bandwidth sample: pace the initial window over one RTT at high gain.
-            self.pacing_rate = HIGH_GAIN * self.congestion_window / max(rtt, 0.001)
-            self._push_pacing_rate()
+        if not self._seen_rtt:
+            # The first RTT sample (as Linux's bbr_init_pacing_rate_from_rtt): pace the window
+            # over one RTT at high gain, unless a sample already shows more. The handshake's
+            # tiny delivery-rate samples come first, and STARTUP only ever raises the rate, so
+            # without this it would start from them (0.2 Mbit/s: ~200 ms lost on a 50 ms path).
+            self._seen_rtt = True
+            rate = HIGH_GAIN * self.congestion_window / max(rtt, 0.001)
+            if rate > self.pacing_rate:
+                self.pacing_rate = rate
+                self._push_pacing_rate()
 
     def get_log_data(self) -> dict[str, Any]:
         data = super().get_log_data()

@@ -18,7 +18,7 @@ from aioquic.quic.recovery import QuicPacketPacer
 from aioquic.tls import Epoch
 
 from protocols.qtp import bbr
-from protocols.qtp.bbr import PROBE_BW, PROBE_RTT, BbrCongestionControl, BbrPacer
+from protocols.qtp.bbr import HIGH_GAIN, PROBE_BW, PROBE_RTT, BbrCongestionControl, BbrPacer
 
 MDS = 1200
 
@@ -218,6 +218,19 @@ def test_bbr_stamps_a_burst_with_paced_departure_times() -> None:
                           packet_number=5, packet_type=QuicPacketType.ONE_RTT, sent_time=2.0, sent_bytes=MDS)
     cc.on_packet_sent(packet=late)
     assert late.bbr_rs[4] == 2.0  # after a pause: the real send time
+
+
+def test_bbr_first_rtt_sample_sets_the_startup_pacing_rate() -> None:
+    """The handshake's tiny delivery-rate sample comes before the first RTT sample; the
+    pacing rate must still start at high gain x initial window / RTT (as Linux)."""
+    cc = BbrCongestionControl(max_datagram_size=MDS, rng=random.Random(1))
+    p = QuicSentPacket(epoch=Epoch.ONE_RTT, in_flight=True, is_ack_eliciting=True, is_crypto_packet=False,
+                       packet_number=0, packet_type=QuicPacketType.ONE_RTT, sent_time=0.0, sent_bytes=100)
+    cc.on_packet_sent(packet=p)
+    cc.on_packet_acked(now=0.05, packet=p)
+    cc.on_rtt_measurement(now=0.05, rtt=0.05)
+    assert cc.btl_bw == pytest.approx(100 / 0.05)
+    assert cc.pacing_rate == pytest.approx(HIGH_GAIN * cc.congestion_window / 0.05)
 
 
 def test_bbr_pools_a_rounds_rate_samples_on_long_paths() -> None:
