@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from testbed.emulator.control import Emulator  # noqa: E402
 from testbed.emulator.engine import ROUND_S  # noqa: E402
-from testbed.emulator.lab import Lab, LabLink, steer  # noqa: E402
+from testbed.emulator.lab import Lab, LabLink  # noqa: E402
 from testbed.topology.model import LinkParams  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "emulator.md"
@@ -62,7 +62,6 @@ def bench_tcp(lk: LabLink, workdir: Path, seconds: int, reps: int) -> list[list[
     rows = []
     for delay in (0.0, 20.0):
         with Emulator([lk.emu_link(LinkParams(delay_ms=delay))], seed=1, workdir=workdir) as emu:
-            steer(emu, lk)
             runs = []
             for _ in range(reps):
                 res, cpu = cpu_pct(emu, lambda: lk.iperf_tcp(seconds=seconds, omit=1))
@@ -89,7 +88,6 @@ def bench_shaping(lk: LabLink, workdir: Path, seconds: int, reps: int) -> list[l
         for round_us in runs:
             params = LinkParams(bw_mbps=100, delay_ms=25)
             with Emulator([lk.emu_link(params)], seed=1, workdir=workdir, round_us=round_us) as emu:
-                steer(emu, lk)
                 w0, (b0, t0), c0, m0 = emu.wakeups(), machine_busy(), emu.cpu_seconds(), time.monotonic()
                 res = lk.iperf_tcp(seconds=seconds, omit=1)
                 dt = time.monotonic() - m0
@@ -113,7 +111,6 @@ def bench_pps(lk: LabLink, workdir: Path, seconds: int) -> list[list[str]]:
     rows = []
     for frame in (60, 1514):  # 64 and 1518 bytes with the FCS
         with Emulator([lk.emu_link(LinkParams())], seed=1, workdir=workdir) as emu:
-            steer(emu, lk)
             emu.stats(reset=True)
             c0 = emu.cpu_seconds()
             res = lk.flood(frame, seconds)
@@ -144,11 +141,9 @@ def bench_latency(lk: LabLink, workdir: Path, seconds: int) -> list[list[str]]:
              ("heavier (+ UDP 600 Mbit/s)", "600M"), ("saturated (+ TCP flow)", "tcp")]  # fmt: skip
     base: float | None = None
     with Emulator([lk.emu_link(LinkParams())], seed=1, workdir=workdir) as emu:
-        steer(emu, lk)
         base = statistics.median(probe_owd(lk, 2, 1000)[0])  # veths and stacks, no emulator delay
     for label, load in loads:
         with Emulator([lk.emu_link(LinkParams(delay_ms=delay))], seed=1, workdir=workdir) as emu:
-            steer(emu, lk)
             bg = srv = None
             if load is not None:
                 srv = subprocess.Popen(lk.in_y("iperf3", "-s", "-1", "-p", "5203"),
@@ -178,7 +173,6 @@ def aggregate_once(lab: Lab, workdir: Path, seconds: int, workers: int) -> tuple
     """All links loaded with one iperf3 TCP flow each: per-link goodputs, emulator CPU %."""
     links = [lk.emu_link(LinkParams(delay_ms=5.0)) for lk in lab.links]
     with Emulator(links, seed=1, workdir=workdir, workers=workers) as emu:
-        steer(emu, *lab.links)
         srvs = [subprocess.Popen(lk.in_y("iperf3", "-s", "-1", "-p", "5204"),
                                  stdout=subprocess.DEVNULL) for lk in lab.links]  # fmt: skip
         time.sleep(0.5)

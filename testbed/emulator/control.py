@@ -17,14 +17,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import TestbedError
 from ..topology.model import DEFAULT_MTU, LinkParams
-from .engine import NODE_SIDE_ETHTOOL, ROUND_S, node_side_ethtool_argv, prepare_interfaces
+from .engine import (
+    NODE_SIDE_ETHTOOL,
+    ROUND_S,
+    node_side_ethtool_argv,
+    node_side_threaded_argv,
+    prepare_interfaces,
+)
 from .model import validate_params
 
 __all__ = [
@@ -32,13 +37,10 @@ __all__ = [
     "NODE_SIDE_ETHTOOL",
     "EmuLink",
     "Emulator",
-    "choose_cpus",
-    "default_workers",
     "direction_seed",
     "node_side_ethtool_argv",
-    "node_side_rps_argv",
+    "node_side_threaded_argv",
     "prepare_interfaces",
-    "rps_mask",
 ]
 
 # The highest per-link rate the emulator honours: one Python process forwards ~1 Gbit/s of
@@ -89,72 +91,15 @@ def _round_from_env() -> float:
             from None
 
 
-def default_workers(n_links: int) -> int:
-    """Processes for `n_links` links: 1 for up to 2 links, else one per core, at most 2."""
+def _default_workers(n_links: int) -> int:
     return max(1, min(n_links, os.cpu_count() or 1, 2)) if n_links > 2 else 1
-
-
-def _pinned_emulator_cpus() -> Counter[int]:
-    """How many running emulator processes (of any network or user) are pinned to each CPU."""
-    used: Counter[int] = Counter()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if b"testbed.emulator" not in cmdline.read_bytes():
-                continue
-            status = (cmdline.parent / "status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("Cpus_allowed_list:") and line.split(":")[1].strip().isdigit():
-                used[int(line.split(":")[1])] += 1
-    return used
-
-
-def choose_cpus(n_workers: int) -> list[int] | None:
-    """A CPU for each worker process, the ones fewest other emulators use first; None with one
-    CPU. Why pin: the receiving node's stack runs inside the emulator's sends unless it is steered
-    to another CPU (`rps_mask`), which needs to know where the emulator runs. Measured (one link,
-    20 ms, iperf3 TCP, interleaved, load ~2.7): 809-1008 Mbit/s unpinned, 997-1329 pinned + RPS."""
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        return None
-    used = _pinned_emulator_cpus()
-    cpus = []
-    for _ in range(n_workers):
-        cpu = min(allowed, key=lambda c: (used[c], c))
-        cpus.append(cpu)
-        used[cpu] += 1
-    return cpus
-
-
-def rps_mask(cpu: int | None) -> str | None:
-    """The rps_cpus value (hex, 32-bit groups separated by commas) that steers a receiving node's
-    stack off the emulator's `cpu` onto the other CPUs; None when there is nowhere else to go."""
-    if cpu is None:
-        return None
-    bits = sum(1 << c for c in os.sched_getaffinity(0) if c != cpu)
-    if not bits:
-        return None
-    groups = []
-    while bits:
-        groups.append(f"{bits & 0xFFFFFFFF:08x}")
-        bits >>= 32
-    return ",".join(reversed(groups))
-
-
-def node_side_rps_argv(ifname: str, mask: str) -> list[str]:
-    """The command (run in a node's network namespace) that steers the receive processing of a
-    node-side interface: sysfs shows the namespace it was mounted in, hence a fresh mount in a
-    private mount namespace (as `ip netns exec` does; unshare's propagation is private)."""
-    return ["unshare", "-m", "sh", "-c", f"umount -l /sys && mount -t sysfs sysfs /sys && echo {mask} > "
-            f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus"]  # fmt: skip
 
 
 class _Worker:
     """One emulator process and its control socket."""
 
     def __init__(self, index: int, links: list[EmuLink], seed: int, workdir: Path, owner_pid: int,
-                 priority: str, round_us: float | None = None, cpu: int | None = None):  # fmt: skip
+                 priority: str, round_us: float | None = None):  # fmt: skip
         self.index = index
         self.links = links
         self.workdir = workdir
@@ -168,7 +113,6 @@ class _Worker:
             "owner_pid": owner_pid,
             "priority": priority,
             **({"round_us": round_us} if round_us is not None else {}),
-            **({"cpu": cpu} if cpu is not None else {}),
             "links": [
                 {
                     "link_id": lk.link_id,
@@ -296,13 +240,11 @@ class Emulator:
         workers: int | None = None,
         priority: str = "fifo",
         round_us: float | None = None,
-        cpus: list[int] | str | None = "auto",
     ):
         """`workers`: processes to spread the links over (default: 1 for up to 2 links, else
         one per core, at most 2); `priority`: "fifo" (real-time, default), "nice" or "normal";
         `round_us`: the busy loop's round (engine.ROUND_S, or $TESTBED_EMU_ROUND_US): frames leave
-        at most this late while the emulator is busy, 0 for a wake-up per frame; `cpus`: the CPU
-        each worker is pinned to ("auto": `choose_cpus` at start; None: not pinned)."""
+        at most this late while the emulator is busy, 0 for a wake-up per frame."""
         if not links:
             raise TestbedError("emulator: no links to emulate")
         ids = [lk.link_id for lk in links]
@@ -324,7 +266,7 @@ class Emulator:
         self.seed = seed
         self.workdir = Path(workdir)
         self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
-        n = workers if workers is not None else default_workers(len(links))
+        n = workers if workers is not None else _default_workers(len(links))
         self.n_workers = max(1, min(n, len(links)))
         if priority not in ("fifo", "nice", "normal"):
             raise TestbedError(f"emulator: priority must be fifo, nice or normal, got {priority!r}")
@@ -334,9 +276,6 @@ class Emulator:
         if round_us is not None and not 0 <= round_us <= MAX_ROUND_US:
             raise TestbedError(f"emulator: round_us must be within 0..{MAX_ROUND_US:g}, got {round_us}")
         self.round_us = ROUND_S * 1e6 if round_us is None else float(round_us)
-        if isinstance(cpus, list) and len(cpus) != self.n_workers:
-            raise TestbedError(f"emulator: cpus must name one CPU per worker ({self.n_workers}), got {cpus}")
-        self.cpus = cpus
         self._workers: list[_Worker] = []
         self._where: dict[int, _Worker] = {}
         self._stopped = False
@@ -345,13 +284,9 @@ class Emulator:
         """Spawn the processes and wait until each answers; raise TestbedError on failure."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         groups = [self.links[i :: self.n_workers] for i in range(self.n_workers)]
-        if self.cpus == "auto":
-            self.cpus = choose_cpus(self.n_workers)
         try:
             for i, group in enumerate(groups):
-                cpu = self.cpus[i] if isinstance(self.cpus, list) else None
-                w = _Worker(i, group, self.seed, self.workdir, self.owner_pid, self.priority,
-                            self.round_us, cpu)  # fmt: skip
+                w = _Worker(i, group, self.seed, self.workdir, self.owner_pid, self.priority, self.round_us)
                 self._workers.append(w)
                 for lk in group:
                     self._where[lk.link_id] = w
@@ -362,11 +297,6 @@ class Emulator:
         except BaseException:
             self.stop()
             raise
-
-    def cpu_of(self, link_id: int) -> int | None:
-        """The CPU the worker serving `link_id` is pinned to (None: not pinned); after start()."""
-        w = self._worker(link_id)
-        return self.cpus[w.index] if isinstance(self.cpus, list) else None
 
     def _worker(self, link_id: int) -> _Worker:
         try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..topology.model import LinkParams
-from .control import Emulator, EmuLink, child_env, rps_mask
+from .control import EmuLink, child_env
 from .engine import NODE_SIDE_ETHTOOL
 
 SINK_MAC = "02:00:00:00:00:01"  # locally administered, owned by no lab interface
@@ -177,6 +177,10 @@ class Lab:
             sh(*run, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
             sh(*run, "ip", "link", "set", "lo", "up")
             sh(*run, "ip", "link", "set", "eth0", "up")
+            # NAPI exists once both ends are up: the root end without IPv6, so it stays silent
+            Path(f"/proc/sys/net/ipv6/conf/{root_if}/disable_ipv6").write_text("1\n")
+            sh("ip", "link", "set", root_if, "up")
+            sh(*run, "sh", "-c", "echo 1 > /sys/class/net/eth0/threaded")  # node_side_threaded_argv
         lk.mac_x = _mac(lk.ns_x)
         lk.mac_y = _mac(lk.ns_y)
         sh(*lk.in_x("ip", "neigh", "replace", lk.ip_y, "lladdr", lk.mac_y, "dev", "eth0", "nud", "permanent"))
@@ -193,16 +197,6 @@ class Lab:
 
     def names(self) -> list[str]:
         return [name for _kind, name in self.created]
-
-
-def steer(emu: Emulator, *links: LabLink) -> None:
-    """Steer the lab nodes' receive processing off the CPU of the emulator worker that serves
-    their link, as the network builder does (control.choose_cpus); "0" turns steering off."""
-    for lk in links:
-        mask = rps_mask(emu.cpu_of(lk.index)) or "0"
-        for ns in (lk.ns_x, lk.ns_y):
-            sh("ip", "netns", "exec", ns, "sh", "-c",
-               f"echo {mask} > /sys/class/net/eth0/queues/rx-0/rps_cpus")
 
 
 def _mac(ns: str) -> str:

@@ -88,3 +88,11 @@ def _client(net: Network, src: str, args: str, duration: float) -> dict:
             raise TestbedError(f"iperf3 {src}: {error}")
         return data
     raise TestbedError(f"iperf3 {src}: server did not come up")
+
+
+def machine_cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far, from /proc/stat: the difference of two readings
+    says how busy the whole machine was in between."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)  # idle and iowait are not busy

@@ -19,12 +19,9 @@ from ..emulator.control import (
     MAX_RATE_MBPS,
     Emulator,
     EmuLink,
-    choose_cpus,
-    default_workers,
     direction_seed,
     node_side_ethtool_argv,
-    node_side_rps_argv,
-    rps_mask,
+    node_side_threaded_argv,
 )
 from ..errors import CapabilityError, TestbedError
 from ..topology.model import Interface, LinkParams
@@ -41,16 +38,12 @@ class UserspaceBackend(LinkBackend):
         super().__init__(net, info)
         self.emulator: Emulator | None = None
         self.rate_scale = 1.0
-        self._emulated: list[LinkState] = []  # in wiring order, the order the Emulator gets them
-        self._cpus: list[int] | str | None = "auto"  # the emulator workers' CPUs, once chosen
-        self._cpu_of: dict[int, int | None] = {}  # link index -> CPU of the worker serving it
 
     def wire(self, link: LinkState) -> None:
         if link.needs_shaping() or self.net.emulate_all:
             link.mode = "emulator"
             link.root_a = root_ifname(self.net.netid, link.index, "a")
             link.root_b = root_ifname(self.net.netid, link.index, "b")
-            self._emulated.append(link)
         else:
             link.mode = "direct"
             link.notes.append("no impairment: plain veth, no emulator hop")
@@ -58,22 +51,9 @@ class UserspaceBackend(LinkBackend):
     def node_side_commands(self, link: LinkState, intf: Interface) -> list[str]:
         if link.mode != "emulator":
             return []
-        cmds = [shlex.join(node_side_ethtool_argv(intf.name)) + " >/dev/null"]
-        mask = rps_mask(self._placement().get(link.index))
-        if mask is not None:  # best effort: without it the stack runs on the emulator's CPU
-            cmds.append(shlex.join(node_side_rps_argv(intf.name, mask)) + " || true")
-        return cmds
-
-    def _placement(self) -> dict[int, int | None]:
-        """Which CPU's emulator worker serves each link: chosen once all links are wired and
-        before the nodes are configured, because each node steers its receive processing away
-        from that CPU (control.choose_cpus); the Emulator spreads links the same way."""
-        if self._cpus == "auto":
-            n = default_workers(len(self._emulated))
-            self._cpus = choose_cpus(n)
-            self._cpu_of = {lk.index: self._cpus[i % n] if self._cpus else None
-                            for i, lk in enumerate(self._emulated)}  # fmt: skip
-        return self._cpu_of
+        return [shlex.join(node_side_ethtool_argv(intf.name)) + " >/dev/null",
+                # best effort: without it the receiving stack runs on the emulator's CPU
+                shlex.join(node_side_threaded_argv(intf.name)) + " 2>/dev/null || true"]  # fmt: skip
 
     def _scaling_allowed(self) -> bool:
         return self.net.scale_rates or bool(self.net.plan.spec.meta.get("scale_rates"))
@@ -110,9 +90,7 @@ class UserspaceBackend(LinkBackend):
                     self._scaled(lk.params["ba"]), lk.spec.mtu)
             for lk in emulated
         ]  # fmt: skip
-        self._placement()
-        self.emulator = Emulator(emu_links, self.net.seed, self.net.workdir, owner_pid=os.getpid(),
-                                 cpus=self._cpus)  # fmt: skip
+        self.emulator = Emulator(emu_links, self.net.seed, self.net.workdir, owner_pid=os.getpid())
         self.emulator.start()
         for link in emulated:
             for direction in ("ab", "ba"):
@@ -160,7 +138,7 @@ class UserspaceBackend(LinkBackend):
         out = {"rate_scale": self.rate_scale, "max_rate_mbps": MAX_RATE_MBPS, "loss_applies_to": LOSS_SCOPE}
         if self.emulator is not None:  # frames leave up to one round late while it is busy
             out["emulator_round_us"] = self.emulator.round_us
-            out["emulator_cpus"] = self.emulator.cpus  # receive processing of the nodes steered off them
+            out["node_napi"] = "threaded"  # see emulator.engine.node_side_threaded_argv
         return out
 
     def stop(self) -> None:

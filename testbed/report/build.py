@@ -219,9 +219,8 @@ def _emulation_details(m: dict) -> str:
     if applied.get("emulator_round_us") is not None:
         parts.append(f"userspace emulator rounds of {applied['emulator_round_us']:g} µs while busy "
                      "(a frame leaves at most one round after its due time)")  # fmt: skip
-    if applied.get("emulator_cpus"):
-        parts.append(f"emulator pinned to CPU {', '.join(map(str, applied['emulator_cpus']))}, "
-                     "receiving nodes' stacks steered to the others")  # fmt: skip
+    if applied.get("node_napi"):
+        parts.append(f"node-side NAPI {applied['node_napi']}")
     return "; ".join(parts) or "–"
 
 

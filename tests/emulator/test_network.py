@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import binom
 
 from testbed.emulator.control import Emulator, EmuLink
-from testbed.emulator.lab import Lab, LabLink, leftovers, sh, steer
+from testbed.emulator.lab import Lab, LabLink, leftovers, sh
 from testbed.topology.model import LinkParams
 
 pytestmark = pytest.mark.network
@@ -40,7 +40,6 @@ def emulate(link: LabLink, tmp_path: Path) -> Iterator:
         emu = Emulator([link.emu_link(ab, ba)], seed=seed, workdir=tmp_path / f"emu{len(started)}")
         started.append(emu)
         emu.start()
-        steer(emu, link)
         return emu
 
     yield start
