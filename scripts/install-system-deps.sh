@@ -14,6 +14,9 @@ declare -A NEED=(
   [tc]=iproute2
   [ip]=iproute2
   [pkill]=procps
+  [pgrep]=procps
+  [unshare]=util-linux
+  [chrt]=util-linux
   [killall]=psmisc
   [openssl]=openssl
 )

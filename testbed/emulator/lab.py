@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..topology.model import LinkParams
 from .control import EmuLink, child_env
-from .engine import NODE_SIDE_ETHTOOL
+from .engine import NODE_SIDE_ETHTOOL, threaded_napi_script
 
 SINK_MAC = "02:00:00:00:00:01"  # locally administered, owned by no lab interface
 
@@ -180,7 +180,7 @@ class Lab:
             # NAPI exists once both ends are up: the root end without IPv6, so it stays silent
             Path(f"/proc/sys/net/ipv6/conf/{root_if}/disable_ipv6").write_text("1\n")
             sh("ip", "link", "set", root_if, "up")
-            sh(*run, "sh", "-c", "echo 1 > /sys/class/net/eth0/threaded")  # node_side_threaded_argv
+            sh(*run, "sh", "-c", threaded_napi_script("/sys/class/net/eth0"))  # node_side_threaded_argv
         lk.mac_x = _mac(lk.ns_x)
         lk.mac_y = _mac(lk.ns_y)
         sh(*lk.in_x("ip", "neigh", "replace", lk.ip_y, "lladdr", lk.mac_y, "dev", "eth0", "nud", "permanent"))
