@@ -771,28 +771,18 @@ class PutRequest(RequestHandler):
 
     def produce(self, budget: int) -> bool:
         src = self.source
-        if testhooks.THROTTLE_BPS:
-            budget = testhooks.throttle(self, src, budget, time.monotonic())
-            if not budget:
-                return True
-        while budget > 0:
-            fr = src.next_frame()
-            if fr is None:
-                ready, sha = self._end_digest()
-                if not ready:  # the digest thread calls schedule_transmit when done
-                    self._digest.add_done_callback(self._digest_ready)
-                    return False
-                self.send_msg(m.End(sha256=sha, bytes=src.bytes_sent))
-                return False
-            hdr, data = fr
-            self.send(hdr)
-            self.send(data)
-            n = len(data)
-            budget -= n
-            self.bytes_sent += n
-            if self._progress is not None:
-                self._progress(n)
-        return True
+        sent, more = self.send_frames(src, budget)
+        self.bytes_sent += sent
+        if sent and self._progress is not None:
+            self._progress(sent)
+        if more:
+            return True
+        ready, sha = self._end_digest()
+        if not ready:  # the digest thread calls schedule_transmit when done
+            self._digest.add_done_callback(self._digest_ready)
+            return False
+        self.send_msg(m.End(sha256=sha, bytes=src.bytes_sent))
+        return False
 
     def on_message(self, msg: Any) -> None:
         if isinstance(msg, m.Result) and self.source is not None:

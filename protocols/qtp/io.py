@@ -39,9 +39,10 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.recovery import QuicPacketPacer
 
-from . import fastpath
+from . import fastpath, testhooks
 from . import messages as m
 from .messages import FrameDecoder, FrameHandler, ProtocolViolation, QtpError
+from .transfer import ChunkSource
 
 fastpath.install()  # bulk stream packets built without aioquic's generic per-packet checks
 
@@ -391,6 +392,23 @@ class StreamHandler(FrameHandler):
         """Called while registered as a producer: queue about `budget` bytes with `send`;
         return True to be called again, False when there is nothing more to send."""
         return False
+
+    def send_frames(self, src: ChunkSource, budget: int) -> tuple[int, bool]:
+        """Queue `src`'s (header, data) frames until about `budget` payload bytes are sent (less
+        when a test throttles the rate): (payload bytes sent, whether the source has more). The
+        one sending loop of uploads (client) and downloads (server)."""
+        if testhooks.THROTTLE_BPS:
+            budget = testhooks.throttle(self, src, budget, time.monotonic())
+        sent = 0
+        while sent < budget:
+            fr = src.next_frame()
+            if fr is None:
+                return sent, False
+            hdr, data = fr
+            self.send(hdr)
+            self.send(data)
+            sent += len(data)
+        return sent, True
 
     def fail(self, exc: QtpError, send: bool = True) -> None:
         """End this exchange with an error (an ERROR frame to the peer if possible)."""

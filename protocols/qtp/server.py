@@ -419,21 +419,11 @@ class ServerStream(io.ChunkSink, io.StreamHandler):
 
     def produce(self, budget: int) -> bool:
         src = self.source
-        if testhooks.THROTTLE_BPS:
-            budget = testhooks.throttle(self, src, budget, time.monotonic())
-            if not budget:
-                return True
-        while budget > 0:
-            fr = src.next_frame()
-            if fr is None:
-                self.send_msg(m.End(sha256=src.sha256, bytes=src.bytes_sent), end=True)
-                self.done()
-                return False
-            hdr, data = fr
-            self.send(hdr)
-            self.send(data)
-            budget -= len(data)
-        return True
+        if self.send_frames(src, budget)[1]:
+            return True
+        self.send_msg(m.End(sha256=src.sha256, bytes=src.bytes_sent), end=True)
+        self.done()
+        return False
 
     def op_put(self, req: m.Request) -> None:
         opts = self.server.options
