@@ -382,7 +382,6 @@ class Engine:
         self.active: set[_Direction] = set()  # directions with frames in flight
         round_us = config.get("round_us")
         self.round = ROUND_S if round_us is None else float(round_us) * 1e-6
-        self.sent = False  # the last _send_due sent frames
         self.wakeups = 0  # loop rounds: each costs ~40 µs, whatever it does
         self.hold = 0.0  # how long after a wake-up arrivals may wait unread (see ROUND_S)
 
@@ -647,17 +646,17 @@ class Engine:
         ring.index = i
         return n
 
-    def _send_due(self, now: float, busy: bool = False) -> float | None:
+    def _send_due(self, now: float, busy: bool = False) -> tuple[float | None, bool]:
         """Send every frame due by now (+ SEND_EARLY_S, or WAKE_EARLY_S when `busy`: no busy-wait
-        for the last microseconds then); return the next delivery time."""
+        for the last microseconds then); return the next delivery time and whether it sent."""
         limit = now + (WAKE_EARLY_S if busy else SEND_EARLY_S)
         nxt = None
         idle = []
-        self.sent = False
+        sent = False
         for d in self.active:
             q = d.heap or d.queue
             if q and q[0][0] <= limit:
-                self.sent = True
+                sent = True
                 if d.heap:
                     self._send_heap(d, now, limit)
                 elif d.tx is not None:
@@ -673,7 +672,7 @@ class Engine:
                 nxt = t
         for d in idle:
             self.active.discard(d)
-        return nxt
+        return nxt, sent
 
     def _send_fifo(self, d: _Direction, now: float, limit: float) -> None:
         q = d.queue
@@ -832,8 +831,8 @@ class Engine:
                     else:  # the owner's pidfd: the owner exited
                         return
             now = monotonic()
-            nxt = self._send_due(now, busy)
-            if got or self.sent:
+            nxt, sent = self._send_due(now, busy)
+            if got or sent:
                 busy = woke - last_work < 2 * rnd
                 last_work = woke
             else:  # a wake-up before a deadline, or control only: keep exact timing
