@@ -609,7 +609,10 @@ class Engine:
         max_frame = d.max_frame
         use_heap = d.use_heap
         append = d.queue.append
-        offset = time.time() - now  # CLOCK_REALTIME - CLOCK_MONOTONIC: converts receive stamps
+        # CLOCK_REALTIME - CLOCK_MONOTONIC, read afresh: `now` (the wake-up) can be stale by the
+        # other sockets read before this one, and a stale pair would move arrivals earlier
+        read_at = time.monotonic()
+        offset = time.time() - read_at
         n = 0
         while n < READ_BATCH:
             off = i * size_
@@ -619,8 +622,8 @@ class Engine:
             n += 1
             _status, length, snaplen, mac, _net, sec, nsec = unpack(mm, off)
             arrival = sec + nsec * 1e-9 - offset
-            if arrival > now:  # never after the read (a clock step): the read time is an upper bound
-                arrival = now
+            if arrival > read_at:  # never after the read (a clock step): the read time bounds it
+                arrival = read_at
             start = off + mac
             frame = mm[start : start + snaplen]
             mm[off : off + 4] = RELEASE
