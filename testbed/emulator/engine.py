@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import heapq
 import itertools
@@ -193,6 +194,7 @@ class _Direction:
     csum_partial: int = 0  # frames whose checksum the sender left to offload (node side not set up)
     rx_errors: int = 0  # socket errors on in_sock (its interface went down or away)
     tx_errors: int = 0
+    tx_busy: int = 0  # sends the receiver refused for a full queue (the frames waited, not lost)
     rx_kernel_drops: int = 0  # AF_PACKET receive-buffer overflows on in_sock
     # lateness of each send against its delivery time: the emulator's own timing error
     late: QDelayHistogram = field(default_factory=QDelayHistogram)
@@ -221,6 +223,9 @@ class _Direction:
         self.model.reset_stats()
         self.kernel_drops()  # zeroes the kernel's counter
         self.oversize = self.csum_partial = self.rx_errors = self.tx_errors = self.rx_kernel_drops = 0
+        self.tx_busy = 0
+        if self.tx is not None:
+            self.tx.busy = 0
         self.late.reset()
 
     def stats(self) -> dict[str, Any]:
@@ -231,6 +236,7 @@ class _Direction:
             csum_partial=self.csum_partial,
             rx_errors=self.rx_errors,
             tx_errors=self.tx_errors,
+            tx_busy=self.tx_busy + (self.tx.busy if self.tx is not None else 0),
             rx_kernel_drops=self.kernel_drops(),
             late_p50_ms=self.late.percentile(50) * 1e3,
             late_p99_ms=self.late.percentile(99) * 1e3,
@@ -306,17 +312,43 @@ class _TxRing:
             raise
         self.index = 0
         self.broken = False  # the last flush failed: interface down or gone
+        self.waiting = False  # slots are still requested: a flush at `retry_at` must send them
+        self.retry_at = 0.0
+        self.busy = 0  # flushes the receiver refused for a full queue (its frames waited)
 
     def flush(self) -> bool:
-        """Hand the kernel every requested slot; False when the interface refused them."""
+        """Hand the kernel every requested slot; False when the interface refused them.
+
+        The far end of a veth takes at most 256 frames until its NAPI thread drains them; a
+        frame it refuses (ENOBUFS) stays requested in the ring and the kernel resends it on the
+        next flush: the frame waits (counted in `busy`), it is not lost."""
+        self.waiting = False
         try:
             self.sock.send(b"", socket.MSG_DONTWAIT)
         except BlockingIOError:  # the slots stay requested: the next flush sends them
-            pass
-        except OSError:
-            self.broken = True
-            return False
+            self.waiting = True
+        except OSError as exc:
+            if exc.errno != errno.ENOBUFS:
+                self.broken = True
+                return False
+            self.busy += 1
+            self.waiting = True
+        if self.waiting:
+            self.retry_at = time.monotonic() + RETRY_S
         self.broken = False
+        return True
+
+    def put(self, frame: bytes) -> bool:
+        """Request the next slot for `frame`; False while that slot is still the kernel's.
+        (Engine._send_fifo_ring inlines this: it runs for every frame.)"""
+        off = self.index * self.frame_size
+        if self.mm[off]:
+            return False
+        start = off + TX_DATA_OFFSET
+        self.mm[start : start + len(frame)] = frame
+        _U32.pack_into(self.mm, off + 4, len(frame))  # tp_len
+        self.mm[off] = TP_STATUS_SEND_REQUEST  # last: the slot is the kernel's from here
+        self.index = (self.index + 1) % self.frame_nr
         return True
 
     def close(self) -> None:
@@ -667,8 +699,15 @@ class Engine:
                 else:
                     self._send_fifo(d, now, limit)
                 q = d.heap or d.queue
+            tx = d.tx
+            if tx is not None and tx.waiting:  # frames wait in the ring for the receiver
+                if tx.retry_at <= limit:
+                    sent = tx.flush() or sent
+                if tx.waiting and (nxt is None or tx.retry_at < nxt):
+                    nxt = tx.retry_at
             if not q:
-                idle.append(d)
+                if tx is None or not tx.waiting:
+                    idle.append(d)
                 continue
             t = q[0][0]
             if nxt is None or t < nxt:
@@ -693,7 +732,11 @@ class Engine:
             except BlockingIOError:  # socket buffer full: retry shortly, without spinning
                 q.appendleft((limit + RETRY_S, frame))
                 break
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # the receiver's queue is full: the frame waits
+                    d.tx_busy += 1
+                    q.appendleft((limit + RETRY_S, frame))
+                    break
                 d.tx_errors += 1
             lag = now - t  # inlined QDelayHistogram.add: this runs for every frame
             if lag <= 0.0:
@@ -783,7 +826,11 @@ class Engine:
             except BlockingIOError:
                 heapq.heappush(h, (limit + RETRY_S, next(self.seq), frame))
                 return
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # the receiver's queue is full: the frame waits
+                    d.tx_busy += 1
+                    heapq.heappush(h, (limit + RETRY_S, next(self.seq), frame))
+                    return
                 d.tx_errors += 1
             d.late.add(now - t)
 
