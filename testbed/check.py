@@ -4,7 +4,12 @@ For each link backend this machine has (the netem probe decides), a two-host ref
 network is built with its one link always shaped (so every setting can be changed at run
 time) and real tools measure each row's setting:
 
-- rate: iperf3 TCP goodput, converted to the L2 rate shapers count; within ±5 %;
+- rate: iperf3 TCP goodput, converted to the L2 rate shapers count; within ±5 %; the row's queue
+  holds RATE_QUEUE_MS at the rate (at least the default 64 packets): one TCP flow sends bursts of
+  up to 44 frames (64 KB GSO) into a bottleneck that is not its own interface, and a 64-packet
+  queue at 1000 Mbit/s (0.77 ms) then drops ~10 % of its frames, so the row would measure TCP's
+  burst losses rather than the shaper's rate (measured: 823-933 Mbit/s with 64 packets,
+  981-995 with 5 ms);
 - delay: median ping RTT within max(0.5 ms, 3 %) of 2 x one-way delay + the unshaped base RTT;
 - loss: iperf3 UDP loss within the 99 % binomial interval of the configured rate;
 - jitter: std of ping RTT (base variance removed) within 20 % of the configured std.
@@ -70,6 +75,7 @@ SATURATED_CPU_PCT = 85.0
 # ... or the whole machine (all CPUs, in %) at which it is: the receiving nodes' stacks run in
 # NAPI threads on the other CPUs, so the emulator can be short of nothing while they are
 SATURATED_MACHINE_PCT = 90.0
+RATE_QUEUE_MS = 5.0  # queue of the rate rows, in time at the configured rate (see above)
 UDP_MBPS, UDP_LEN = 12, 1000  # 1500 packets/s for the loss rows: light on a busy machine
 
 
@@ -82,6 +88,14 @@ def over_capacity(measured: float, low: float, emulator_cpu_pct: float | None, w
     if machine_cpu_pct is not None and machine_cpu_pct >= SATURATED_MACHINE_PCT:
         return True
     return emulator_cpu_pct / max(1, workers) >= SATURATED_CPU_PCT
+
+
+def rate_queue(fields: dict[str, Any]) -> dict[str, Any]:
+    """The queue a rate row gets unless it sets one: RATE_QUEUE_MS at its rate, >= 64 packets."""
+    bw = fields.get("bw_mbps")
+    if not bw or any(fields.get(k) is not None for k in ("queue_pkts", "queue_bytes", "queue_ms")):
+        return {}
+    return {"queue_pkts": max(64, math.ceil(bw * 1e6 / 8 * RATE_QUEUE_MS / 1e3 / MTU))}
 
 
 def reference_plan():
@@ -104,7 +118,7 @@ class _Checker:
 
     def configure(self, row: Row | None) -> None:
         for direction, fields in (("ab", row.ab if row else {}), ("ba", row.ba if row else {})):
-            self.net.set_link(REF_LINK, direction, **{**UNSHAPED, **fields})
+            self.net.set_link(REF_LINK, direction, **{**UNSHAPED, **rate_queue(fields), **fields})
 
     def measure_base(self) -> dict[str, Any]:
         self.configure(None)
@@ -144,8 +158,11 @@ class _Checker:
         bw = row.ab["bw_mbps"]
         res = iperf3(self.net, "h1", "h2", seconds=2 if self.quick else 3)
         wire = tcp_wire_rate(res.mbps, MTU)
+        queue = rate_queue(row.ab).get("queue_pkts")
         return {"configured": bw, "expected": bw, "measured": wire, "low": bw * 0.95, "high": bw * 1.05,
-                "tolerance": "±5 %", "detail": f"TCP goodput {res.mbps:.1f} Mbit/s, L2 rate {wire:.1f}"}
+                "tolerance": "±5 %", "queue_pkts": queue,
+                "detail": f"TCP goodput {res.mbps:.1f} Mbit/s, L2 rate {wire:.1f}"
+                + (f" (queue {queue} packets)" if queue else "")}
 
     def _rtt_ms(self, row: Row) -> dict[str, Any]:
         base = statistics.median(self.base)

@@ -12,6 +12,7 @@ from testbed.check import (
     _Checker,
     format_check,
     over_capacity,
+    rate_queue,
     reference_plan,
     run_check,
 )
@@ -80,3 +81,11 @@ def test_over_capacity_only_for_a_saturated_emulator():
                                       "tolerance": "±5 %", "passed": None, "detail": "d"}]}]}  # fmt: skip
     text = format_check(result)
     assert "over capacity" in text and "not graded, over the emulator's measured capacity: rate 500" in text
+
+
+def test_rate_rows_get_a_queue_tcp_can_fill():
+    """5 ms at the rate, never below the default 64 packets; a row's own queue stays."""
+    assert rate_queue({"bw_mbps": 10}) == {"queue_pkts": 64}
+    assert rate_queue({"bw_mbps": 1000}) == {"queue_pkts": 417}  # 625 kB / 1500 B
+    assert rate_queue({"bw_mbps": 1000, "queue_ms": 1}) == {}
+    assert rate_queue({"delay_ms": 25}) == {}
