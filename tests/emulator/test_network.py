@@ -94,7 +94,11 @@ def test_udp_loss_within_binomial_interval(link: LabLink, emulate) -> None:
     lo, hi = binom.interval(0.99, n, 0.03)
     s = stat(emu)
     assert lo <= lost <= hi, s
-    assert s["dropped_loss"] == lost, s  # the model's drops are the only ones
+    # the model's drops are the only ones; a few IP frames that are not ours (the previous
+    # test's TCP teardown, seen once: 3 forwarded + 1 dropped) may cross the link meanwhile
+    others = s["forwarded_pkts"] + s["dropped_loss"] - n
+    assert 0 <= others <= 10, s
+    assert lost <= s["dropped_loss"] <= lost + others, s
 
 
 def test_same_seed_same_dropped_packets(link: LabLink, emulate) -> None:
