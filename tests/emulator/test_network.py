@@ -277,7 +277,9 @@ def test_node_side_checksum_offload_breaks_frames_and_is_reported(tmp_path: Path
         sh(*lk.in_x("ethtool", "-K", "eth0", "tx", "on"))
         with Emulator([lk.emu_link(LinkParams())], seed=1, workdir=tmp_path) as emu:
             res = lk.udp(50, size=100, pps=500, idle=0.5, timeout=3.0)
-            assert res["received"] == 0
+            # a datagram whose header and data (send time included) sum to 0 in ones' complement
+            # carries a valid checksum by chance (1 in 65535; CI saw one of 50 arrive once)
+            assert res["received"] <= 1
             assert stat(emu)["csum_partial"] == 50
         assert "tx off" in (tmp_path / "emulator-0.log").read_text()
 
