@@ -90,9 +90,22 @@ def _client(net: Network, src: str, args: str, duration: float) -> dict:
     raise TestbedError(f"iperf3 {src}: server did not come up")
 
 
+def _cpu_jiffies() -> list[int]:
+    """The "cpu" line of /proc/stat: user nice system idle iowait irq softirq steal ..."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:]]
+
+
 def machine_cpu_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of all CPUs so far, from /proc/stat: the difference of two readings
     says how busy the whole machine was in between."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
+    v = _cpu_jiffies()
     return sum(v) - v[3] - v[4], sum(v)  # idle and iowait are not busy
+
+
+def steal_jiffies() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs so far: time the hypervisor gave our virtual CPUs'
+    host threads to something else while they had work. No guest priority helps against it:
+    a real-time emulator is as late as the steal bursts are long."""
+    v = _cpu_jiffies()
+    return (v[7] if len(v) > 7 else 0), sum(v)

@@ -284,10 +284,14 @@ def test_node_side_checksum_offload_breaks_frames_and_is_reported(tmp_path: Path
         assert "tx off" in (tmp_path / "emulator-0.log").read_text()
 
 
-def test_busy_rounds_keep_the_delay_and_batch_the_work(link: LabLink, tmp_path: Path) -> None:
+def test_busy_rounds_keep_the_delay_and_batch_the_work(link: LabLink, tmp_path: Path, unless_stolen) -> None:
     """Under load the loop works in rounds (engine.ROUND_S): probes crossing a busy link still see
     the configured delay (never less, at most about a round more), and one round handles many
     frames instead of one wake-up per frame."""
+    unless_stolen(lambda: busy_rounds_once(link, tmp_path))
+
+
+def busy_rounds_once(link: LabLink, tmp_path: Path) -> None:
     delay = 10.0
     with Emulator([link.emu_link(LinkParams(delay_ms=delay))], seed=1, workdir=tmp_path) as emu:
         srv = subprocess.Popen(link.in_y("iperf3", "-s", "-1", "-p", "5207"),
@@ -307,7 +311,8 @@ def test_busy_rounds_keep_the_delay_and_batch_the_work(link: LabLink, tmp_path: 
                 p.wait()
     owd = sorted(probes["kernel_owd_ms"])
     assert len(owd) > 900
-    assert owd[0] >= delay - 0.1, f"a probe crossed faster than the configured {delay} ms: {owd[0]:.3f}"
+    if owd[0] < delay - 0.1:  # pytest.fail, not assert: never measured again (steal only delays)
+        pytest.fail(f"a probe crossed faster than the configured {delay} ms: {owd[0]:.3f}")
     assert median(owd) <= delay + emu.round_us / 1e3 + 0.5, f"median one-way {median(owd):.3f} ms"
     assert frames > 5000, f"background load too small to test: {frames} frames"
     assert frames / rounds >= 2, f"{frames} frames in {rounds} rounds: not batched"

@@ -32,7 +32,11 @@ def path_links(plan, src: str, dst: str) -> set[str]:
     return {link.label for a, b in ((src, dst), (dst, src)) for link, _ in plan.hop_links(a, b)}
 
 
-def test_hub_rtt_matches_configured_path_delay():
+def test_hub_rtt_matches_configured_path_delay(unless_stolen):
+    unless_stolen(hub_rtt_once)
+
+
+def hub_rtt_once():
     spec = load_topology("hubs", params={"operators": "ct,cm", "sites": ["zjk", "sg", "tf", "yrd"]})
     plan = build_plan(spec)
     with Network(plan, backend="userspace") as net:
@@ -51,4 +55,5 @@ def test_hub_rtt_matches_configured_path_delay():
             f"{pair}: measured {loaded[pair]:.2f} ms, configured {configured[pair]:.2f} ms "
             f"+ base {base[pair]:.2f} ms (tolerance {tolerance:.2f} ms; emulator late p99 {late:.2f} ms)"
         )
-    assert nothing_left(netid)
+    if not nothing_left(netid):  # pytest.fail: not a timing failure, never measured again
+        pytest.fail(f"network {netid} left something behind")
