@@ -34,7 +34,11 @@ def assert_graded_or_over_capacity(row: dict) -> None:
 
 
 @pytest.mark.network
-def test_quick_fidelity_check_passes_and_is_json():
+def test_quick_fidelity_check_passes_and_is_json(unless_noisy):
+    unless_noisy(quick_check_once)
+
+
+def quick_check_once() -> None:
     result = run_check(quick=True)
     json.dumps(result)  # recorded in metadata.json as is
     (backend,) = [b for b in result["backends"] if b["backend"] == "userspace"] or result["backends"][:1]
@@ -49,9 +53,13 @@ def test_quick_fidelity_check_passes_and_is_json():
 
 
 @pytest.mark.network
-def test_rate_at_the_emulators_limit_is_graded_or_reported_over_capacity():
+def test_rate_at_the_emulators_limit_is_graded_or_reported_over_capacity(unless_noisy):
     """1000 Mbit/s is MAX_RATE_MBPS: shaped, on a 2-core machine shared with iperf3, it is beyond
     what the emulator carries; the row must say so (or pass), never fail for it."""
+    unless_noisy(rate_limit_once)
+
+
+def rate_limit_once() -> None:
     with Network(reference_plan(), backend="userspace", seed=1, emulate_all=True) as net:
         checker = _Checker(net, quick=True)
         checker.measure_base()
@@ -60,7 +68,8 @@ def test_rate_at_the_emulators_limit_is_graded_or_reported_over_capacity():
     cpu = row["emulator_cpu_pct"]
     if row["passed"] is False:  # a shortfall with CPU to spare: the shaper is wrong
         machine = row["machine_cpu_pct"]
-        pytest.fail(f"1000 Mbit/s failed, emulator CPU {cpu:.0f} %, machine {machine:.0f} %: {row['detail']}")
+        raise AssertionError(f"1000 Mbit/s failed, emulator CPU {cpu:.0f} %, machine {machine:.0f} %: "
+                             f"{row['detail']}")
     assert_graded_or_over_capacity(row)
 
 
