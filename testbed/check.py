@@ -37,6 +37,7 @@ from scipy.stats import binom
 from .errors import TestbedError
 from .network import Network, probe
 from .network.measure import iperf3, machine_cpu_jiffies, ping_rtts, tcp_wire_rate
+from .network.noise import NoiseProbe
 from .topology.model import LinkParams
 from .topology.plan import build_plan
 from .topology.spec import topology_from_dict
@@ -132,9 +133,13 @@ class _Checker:
         self.configure(row)
         measure: Callable[[Row], dict[str, Any]] = getattr(self, f"_{row.quantity}")
         cpu0, t0, (busy0, total0) = self.net.cpu_seconds(), time.monotonic(), machine_cpu_jiffies()
-        result = {"name": row.name, "quantity": row.quantity, "ab": row.ab, "ba": row.ba, **measure(row)}
+        with NoiseProbe() as noise:
+            result = {"name": row.name, "quantity": row.quantity, "ab": row.ab, "ba": row.ba, **measure(row)}
         result["passed"] = bool(result["low"] <= result["measured"] <= result["high"])
         busy1, total1 = machine_cpu_jiffies()
+        if (n := noise.result) is not None:  # a noisy machine adds its own lateness to delays
+            result["machine_steal_pct"], result["machine_noisy"] = n.steal_pct, n.noisy
+            result["machine_late_p99_ms"] = n.late_p99_ms
         result["machine_cpu_pct"] = 100 * (busy1 - busy0) / max(1, total1 - total0)
         if cpu0 is not None:  # a saturated emulator explains a rate shortfall
             result["emulator_cpu_pct"] = 100 * (self.net.cpu_seconds() - cpu0) / (time.monotonic() - t0)
@@ -251,6 +256,9 @@ def format_check(result: dict[str, Any]) -> str:
         for r in b["rows"]:
             verdict = {True: "pass", False: "FAIL", None: "over capacity"}[r["passed"]]
             cpu = f"; emulator CPU {r['emulator_cpu_pct']:.0f} %" if "emulator_cpu_pct" in r else ""
+            if r.get("machine_noisy"):
+                cpu += (f"; noisy machine: steal {r['machine_steal_pct']:.1f} %, real-time wake-ups "
+                        f"late by {r['machine_late_p99_ms']:.2f} ms at p99")  # fmt: skip
             values = f"{r['expected']:10.3f} {r['measured']:10.3f} {r['tolerance']:>14}"
             lines.append(f"  {r['name']:28} {values}  {verdict}   {r['detail']}{cpu}")
     skipped = [n for b in result["backends"] for n in b.get("over_capacity", [])]

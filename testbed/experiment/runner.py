@@ -43,6 +43,7 @@ import pandas as pd
 from .. import __version__
 from ..errors import TestbedError
 from ..metrics import qos
+from ..network.noise import Noise, NoiseProbe
 from . import measure, probe, results
 from .spec import ExperimentSpec, FlowSpec, GridPoint, experiment_from_dict, split_link_key
 
@@ -54,6 +55,7 @@ UNSHAPED_RATE_MBPS = 1000.0  # upper bound used for duration flows on unshaped p
 INTERVAL_S = 0.1
 PROBE_CMD = [sys.executable, "-I", str(Path(probe.__file__).resolve())]  # stdlib only: fast start
 PROBE_READY_TIMEOUT_S = 10.0
+NOISE_PERIOD_MS = 5.0  # the machine-noise probe's wake-up period during trials (< 1 % of a core)
 
 
 # --------------------------------------------------------------------------- processes
@@ -236,6 +238,8 @@ class TrialExecution:
         self.touched_links: set[str] = set()
         self.capture: list[tuple[str, Path, Any]] = []
         self.group_stats: dict[int, list[Any]] = {}  # group -> [link stats at its start, at its end]
+        self.noise_probe = NoiseProbe(NOISE_PERIOD_MS)
+        self.noise: Noise | None = None
 
     # -- helpers
     def _spawn(self, node_name: str, argv: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
@@ -478,6 +482,7 @@ class TrialExecution:
     def cleanup(self) -> None:
         for proc in self.procs:
             stop(proc, grace_s=1.0)
+        self.noise_probe.close()
 
 
 # --------------------------------------------------------------------------- analysis
@@ -623,6 +628,8 @@ def measure_rows(
             else (f.server_track.between(t_start, t_end) if f.server_track else None)
         )
         row.update(cpu_client_s=_r(cpu_client), cpu_server_s=_r(cpu_server), cpu_limited=bool(limited))
+        if ex.noise is not None:
+            row.update(machine_steal_pct=_r(ex.noise.steal_pct), machine_late_p99_ms=_r(ex.noise.late_p99_ms))
         # latency: idle ping before the flows, loaded ping during this flow
         rtts = pings.get((src, dst), [])
         idle = [r for ts, r in rtts if ts < ex.t0]
@@ -811,6 +818,7 @@ def run_trial(ctx: RunContext, net: Any, trial: Trial) -> list[dict]:
         for pid in _emulator_pids(net):
             ex.cpu.add("emulator", pid)
         ex.link_before = _link_stats(net)
+        ex.noise_probe.start()
         ex.start_servers()
         ex.start_capture()
         ex.start_probes()
@@ -820,6 +828,7 @@ def run_trial(ctx: RunContext, net: Any, trial: Trial) -> list[dict]:
             time.sleep(0.02)
         ex.run_flows()
         ex.stop_measurements()
+        ex.noise = ex.noise_probe.stop()
         ex.link_after = _link_stats(net)
     finally:
         ex.cleanup()
@@ -860,6 +869,7 @@ def run_trial(ctx: RunContext, net: Any, trial: Trial) -> list[dict]:
         "events_skipped": getattr(ex, "events_skipped", []),
         "cpu": ex.cpu.summary(),
         "cpu_limited": ex.cpu.limited(),
+        "machine_noise": ex.noise.as_dict() if ex.noise else None,
         "link_stats_before": ex.link_before,
         "link_stats_after": ex.link_after,
         "applied": ex.applied,
@@ -994,6 +1004,10 @@ METHOD = {
     "fairness uses window goodputs when every competing flow has one",
     "cpu": "/proc/<pid>/stat utime+stime sampled every 0.25 s; cpu_limited when a process used >= 90 % of a "
     "core over the trial or any 1-s window",
+    "machine_noise": "per trial, from the servers' start to the end of the probes: hypervisor steal from "
+    "/proc/stat and how late a real-time process (SCHED_FIFO 1, the emulator's priority) woke up every "
+    f"{NOISE_PERIOD_MS:g} ms (p99); a noisy machine (steal >= 1 % or p99 >= 0.5 ms) adds its own lateness "
+    "to delays",
     "loss_pattern_seed": "the network is seeded once per structure (Network seed = run seed); "
     "per-trial seeds drive the payload",
 }

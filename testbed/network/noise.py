@@ -18,12 +18,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..runformat import NOISY_LATE_P99_MS, NOISY_STEAL_PCT
 from .measure import steal_jiffies
 
 PERIOD_MS = 1.0
 TICKER = Path(__file__).with_name("ticker.py")
-NOISY_STEAL_PCT = 1.0
-NOISY_LATE_P99_MS = 0.5  # an idle 2-core VM here: p99 0.05-0.15 ms
 
 
 @dataclass(frozen=True)

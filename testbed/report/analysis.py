@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import qos, stats
+from ..runformat import NOISY_LATE_P99_MS, NOISY_STEAL_PCT
 from .load import Run, topology_nodes
 
 FLAG_MARK = "⚠"
@@ -48,6 +49,25 @@ def flag_counts(flag_lists: pd.Series) -> str:
     """ "cpu_limited×3; failed×1" from a column of flag lists ("" when none)."""
     c = Counter(f for fl in flag_lists for f in fl)
     return "; ".join(f"{k}×{v}" for k, v in sorted(c.items()))
+
+
+def machine_noise(df: pd.DataFrame) -> str | None:
+    """One line on the machine's own noise over the trials (None when the run did not record it):
+    on a noisy machine measured delays include the machine's lateness, not only the network's."""
+    cols = ["machine_steal_pct", "machine_late_p99_ms"]
+    if not set(cols) <= set(df.columns):
+        return None
+    trials = df.groupby("trial")[cols].first().apply(pd.to_numeric, errors="coerce").dropna()
+    if trials.empty:
+        return None
+    steal, late = trials["machine_steal_pct"], trials["machine_late_p99_ms"]
+    noisy = int(((steal >= NOISY_STEAL_PCT) | (late >= NOISY_LATE_P99_MS)).sum())
+    return (
+        f"hypervisor steal per trial median {steal.median():.1f} % (max {steal.max():.1f} %); real-time "
+        f"wake-ups late by p99 median {late.median():.2f} ms (max {late.max():.2f} ms); {noisy} of "
+        f"{len(trials)} trials on a noisy machine (steal ≥ {NOISY_STEAL_PCT:g} % or p99 ≥ "
+        f"{NOISY_LATE_P99_MS:g} ms): their delays include up to that much of the machine's own lateness"
+    )
 
 
 def add_row_metrics(run: Run) -> pd.DataFrame:

@@ -245,6 +245,7 @@ def _what_was_run(run: Run, figs: dict[str, Figure]) -> list[Block]:
         ("topology", f"{topo.get('name', '–')}"),
         ("link emulation", _emulation_details(m)),
         ("machine", ", ".join(f"{k} {v}" for k, v in machine.items()) or "–"),
+        ("machine noise", an.machine_noise(run.results) or "not recorded"),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "–"),
     ]
     if grid:

@@ -101,6 +101,8 @@ def write_synthetic_run(run_dir: str | Path, spec: SyntheticSpec | None = None) 
         trial_seed = spec.seed * 1000 + r
         trng = np.random.default_rng([spec.seed, p, r])
         cpu_limited = proto == "aioquic" and trng.random() < 0.5
+        nrng = np.random.default_rng([spec.seed, p, r, 1])  # its own stream: other columns unchanged
+        steal, late = round(float(nrng.gamma(1.0, 0.6)), 2), round(float(0.1 + nrng.gamma(1.0, 0.2)), 3)
         goodputs = []
         for f, (src, dst, kind, sop, dop, owd_cfg) in enumerate(paths):
             loss = values.get("bottleneck.loss_pct", 0.0 if kind != "cross" else 0.05)
@@ -179,6 +181,8 @@ def write_synthetic_run(run_dir: str | Path, spec: SyntheticSpec | None = None) 
                     "queue_drops": int(trng.poisson(5)),
                     "loss_drops": int(sent * loss / 100),
                     "fairness": np.nan,
+                    "machine_steal_pct": steal,
+                    "machine_late_p99_ms": late,
                     "flags": ";".join(flags),
                 }
             )

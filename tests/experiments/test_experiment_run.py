@@ -86,6 +86,10 @@ def test_example_values_plausible(example_run: Path):
         assert (lossy["loss_drops"] > 0).all()
         assert (df[df["bottleneck.loss_pct"] == 0]["loss_drops"] == 0).all()
     assert (lossy["probe_loss_pct"] > 0).any()
+    # the machine's own noise is recorded per trial: steal and real-time wake-up lateness
+    assert df["machine_steal_pct"].between(0, 100).all() and (df["machine_late_p99_ms"] >= 0).all()
+    trial = json.loads((example_run / "trials" / "p0-r0" / "trial.json").read_text())
+    assert trial["machine_noise"]["wakeups"] > 100, trial["machine_noise"]  # every 5 ms, >= 1 s
 
 
 def test_example_series_and_probes(example_run: Path):

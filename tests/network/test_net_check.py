@@ -45,6 +45,7 @@ def quick_check_once() -> None:
     assert [r["name"] for r in backend["rows"]] == [r.name for r in QUICK_ROWS]
     for row in backend["rows"]:
         assert row["low"] <= row["expected"] <= row["high"]
+        assert 0 <= row["machine_steal_pct"] <= 100 and row["machine_late_p99_ms"] >= 0  # recorded
         assert_graded_or_over_capacity(row)
     # only the rate row may lack the CPU: delay, loss and jitter rows are always graded
     assert all(r["passed"] for r in backend["rows"] if r["quantity"] != "rate_mbps")

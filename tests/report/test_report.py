@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from testbed.cli import main
 from testbed.errors import TestbedError
+from testbed.report import analysis as an
 from testbed.report import build_report, compare_runs
 from testbed.report.synthetic import SyntheticSpec, write_synthetic_run
 
@@ -52,6 +53,7 @@ def test_dumbbell_report_sections_and_figures(dumbbell_report):
     assert "hub_heatmap" not in _figs(dumbbell_report)  # a dumbbell sweep has no hub matrix
     assert "| bottleneck | r1 → r2 | emulator | 100 |" in md  # links as applied, per direction
     assert "| userspace | rate 100 Mbit/s | 100 | 97.1 | ±5 % | ✓ pass |" in md  # fidelity rows
+    assert re.search(r"machine noise.*steal per trial median [\d.]+ %.* of \d+ trials on a noisy", md)
     for p in dumbbell_report.figures:
         assert p.is_file() and p.read_bytes().startswith(PNG) and p.stat().st_size > 5000
         assert f"figures/{p.name}" in md
@@ -365,3 +367,13 @@ def test_unwritable_output_is_a_one_line_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(TestbedError, match="cannot write the report"):
         build_report(REAL_RUN, blocker / "out")
+
+
+def test_machine_noise_line_counts_noisy_trials():
+    df = pd.DataFrame({"trial": ["t1", "t1", "t2", "t3"], "machine_steal_pct": [0.2, 0.2, 3.0, 0.1],
+                       "machine_late_p99_ms": [0.2, 0.2, 0.3, 0.8]})  # fmt: skip
+    line = an.machine_noise(df)
+    assert line is not None
+    assert "2 of 3 trials on a noisy machine" in line and "max 3.0 %" in line and "max 0.80 ms" in line
+    assert an.machine_noise(df.assign(machine_steal_pct=float("nan"))) is None
+    assert an.machine_noise(df.drop(columns=["machine_late_p99_ms"])) is None
