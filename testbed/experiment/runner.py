@@ -44,6 +44,7 @@ from .. import __version__
 from ..errors import TestbedError
 from ..metrics import qos
 from ..network.noise import Noise, NoiseProbe
+from ..runformat import NOISY_LATE_P99_MS, NOISY_STEAL_PCT
 from . import measure, probe, results
 from .spec import ExperimentSpec, FlowSpec, GridPoint, experiment_from_dict, split_link_key
 
@@ -1006,8 +1007,8 @@ METHOD = {
     "core over the trial or any 1-s window",
     "machine_noise": "per trial, from the servers' start to the end of the probes: hypervisor steal from "
     "/proc/stat and how late a real-time process (SCHED_FIFO 1, the emulator's priority) woke up every "
-    f"{NOISE_PERIOD_MS:g} ms (p99); a noisy machine (steal >= 1 % or p99 >= 0.5 ms) adds its own lateness "
-    "to delays",
+    f"{NOISE_PERIOD_MS:g} ms (p99); a noisy machine (steal >= {NOISY_STEAL_PCT:g} % or p99 >= "
+    f"{NOISY_LATE_P99_MS:g} ms) adds its own lateness to delays",
     "loss_pattern_seed": "the network is seeded once per structure (Network seed = run seed); "
     "per-trial seeds drive the payload",
 }

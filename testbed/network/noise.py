@@ -102,5 +102,3 @@ class NoiseProbe:
 
 def _quantile(sorted_xs: list[float], q: float) -> float:
     return sorted_xs[min(len(sorted_xs) - 1, int(q * len(sorted_xs)))] if sorted_xs else 0.0
-
-
