@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from testbed.network.measure import iperf3, tcp_wire_rate
 from testbed.network.state import STATE_DIR, all_pids, cmdline, pids_in_netns, root_interfaces
 from testbed.topology.model import NetworkPlan
 from testbed.topology.plan import build_plan
@@ -47,3 +48,10 @@ def median(values: list[float | None]) -> float:
     assert got, "no replies"
     return statistics.median(got)
 
+
+
+def assert_tcp_wire_rate(net: Any, low: float, high: float) -> None:
+    """3 s of iperf3 TCP h1 -> h2; its L2 rate (what shapers count) lies in [low, high] Mbit/s."""
+    res = iperf3(net, "h1", "h2", seconds=3)
+    wire = tcp_wire_rate(res.mbps, 1500)
+    assert low <= wire <= high, f"goodput {res.mbps:.1f}, L2 {wire:.1f} Mbit/s, not in [{low}, {high}]"

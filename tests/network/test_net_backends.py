@@ -7,12 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from nethelpers import median, nothing_left, pair_plan
+from nethelpers import assert_tcp_wire_rate, median, nothing_left, pair_plan
 
 from testbed.cli.netcmds import parse_assignments
 from testbed.errors import CapabilityError, TestbedError
 from testbed.network import Network, probe
-from testbed.network.measure import iperf3, ping_rtts, tcp_wire_rate
+from testbed.network.measure import ping_rtts
 from testbed.network.netem import gemodel, netem_args, tc_commands
 from testbed.network.state import root_ifname
 from testbed.topology.model import LinkParams
@@ -87,10 +87,6 @@ def assert_between(value: float, low: float, high: float) -> None:
     assert low <= value <= high, f"{value} not in [{low}, {high}]"
 
 
-def tcp_rate(net: Network) -> float:
-    return tcp_wire_rate(iperf3(net, "h1", "h2", seconds=3).mbps, 1500)
-
-
 @pytest.mark.network
 @needs_netem
 def test_netem_pair_delay_rate_loss(unless_noisy):
@@ -98,7 +94,7 @@ def test_netem_pair_delay_rate_loss(unless_noisy):
         link = net.applied()["links"][0]
         assert link["mode"] == "netem" and link["root_interfaces"] == []
         unless_noisy(lambda: assert_between(median(ping_rtts(net, "h1", "h2", 30, 0.02)), 19.4, 21.2))
-        unless_noisy(lambda: assert_between(tcp_rate(net), 47.5, 52.5))
+        unless_noisy(lambda: assert_tcp_wire_rate(net, 47.5, 52.5))
         net.set_link("l", "ab", loss_pct=10, bw_mbps=None)
         lost = sum(r is None for r in ping_rtts(net, "h1", "h2", 400, 0.005))
         assert 20 <= lost <= 65, lost
@@ -122,9 +118,9 @@ def test_netem_backend_rate_path_with_htb(monkeypatch, unless_noisy):
         assert link["mode"] == "netem" and link["ab"]["bw_mbps"] == 40 and link["ab"]["queue_pkts"] == 50
         qdiscs = net.node_run("h1", "tc qdisc show dev h1-eth0").stdout
         assert "htb" in qdiscs and "pfifo" in qdiscs and "limit 50p" in qdiscs
-        unless_noisy(lambda: assert_between(tcp_rate(net), 38, 42))
+        unless_noisy(lambda: assert_tcp_wire_rate(net, 38, 42))
         net.set_link("l", "ab", bw_mbps=10)
-        unless_noisy(lambda: assert_between(tcp_rate(net), 9.5, 10.5))
+        unless_noisy(lambda: assert_tcp_wire_rate(net, 9.5, 10.5))
         assert net.link_stats()[0]["ab"]["sent_packets"] > 1000
         netid = net.netid
     assert nothing_left(netid)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from nethelpers import median, nothing_left, pair_plan
+from nethelpers import assert_tcp_wire_rate, median, nothing_left, pair_plan
 
 from testbed.errors import CapabilityError, TestbedError
 from testbed.network import Network
-from testbed.network.measure import iperf3, ping_rtts, tcp_wire_rate
+from testbed.network.measure import ping_rtts
 
 pytestmark = pytest.mark.network
 
@@ -30,9 +30,7 @@ def assert_rtt(net: Network, one_way_ms: float, count: int = 20) -> None:
 
 
 def assert_tcp_rate(net: Network, mbps: float) -> None:
-    res = iperf3(net, "h1", "h2", seconds=3)
-    wire = tcp_wire_rate(res.mbps, 1500)
-    assert mbps * 0.95 <= wire <= mbps * 1.05, f"goodput {res.mbps:.1f}, L2 {wire:.1f} Mbit/s"
+    assert_tcp_wire_rate(net, mbps * 0.95, mbps * 1.05)
 
 
 def test_pair_up_ping_rtt_and_nothing_left(unless_noisy):
